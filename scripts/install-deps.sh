@@ -1,0 +1,28 @@
+#!/bin/sh
+# Installs every Debian package that chatd's build, tests and demo need.
+# Idempotent and quiet when everything is already present; run as root (or
+# with sudo available). Usage: scripts/install-deps.sh
+set -eu
+
+PACKAGES="build-essential cmake pkg-config git ca-certificates
+libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev sqlite3
+libcmocka-dev python3"
+
+missing=""
+for p in $PACKAGES; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+[ -z "$missing" ] && exit 0
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "install-deps: need root (or sudo) to install:$missing" >&2; exit 1; }
+    SUDO="sudo"
+fi
+echo "install-deps: installing:$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
