@@ -1,11 +1,14 @@
 /*
  * timefmt.c - usec <-> text (see timefmt.h). Calendar arithmetic is done
- * by hand (days_from_civil) rather than with timegm(), so parsing never
- * depends on the process's time zone or locale.
+ * by hand (days_from_civil, civil_from_days) rather than with timegm() and
+ * gmtime_r(), so UTC formatting and parsing never depend on the process's
+ * time zone or locale; only the /health form asks localtime_r(). Digits are
+ * written by hand too, so every output has its fixed length whatever the
+ * input (times beyond year 0000-9999 are clamped to it). A leap second
+ * (:60) is not accepted: Python's isoformat never prints one.
  */
 #include "core/timefmt.h"
 
-#include <stdio.h>
 #include <time.h>
 
 int64_t time_now_usec(void)
@@ -22,50 +25,138 @@ int64_t time_mono_usec(void)
     return (int64_t)ts.tv_sec * USEC_PER_SEC + ts.tv_nsec / 1000;
 }
 
-static void split(int64_t t, time_t *sec, long *usec)
+/* The range the 4-digit year of every format can show: 0000-01-01T00:00:00
+ * to 9999-12-31T23:59:59.999999 UTC. Times outside it are clamped, so the
+ * output always has its documented length. */
+#define T_MIN INT64_C(-62167219200000000)
+#define T_MAX INT64_C(253402300799999999)
+
+struct civil {
+    int64_t year;
+    int mon, mday, hour, min, sec; /* 1-12, 1-31, 0-23, 0-59, 0-59 */
+    long usec;                     /* 0-999999 */
+};
+
+/* Year, month, day of a day count since 1970-01-01 (H. Hinnant). */
+static void civil_from_days(int64_t z, struct civil *c)
 {
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    c->mday = (int)(doy - (153 * mp + 2) / 5 + 1);
+    c->mon = (int)(mp < 10 ? mp + 3 : mp - 9);
+    c->year = yoe + era * 400 + (c->mon <= 2);
+}
+
+static int64_t clamp(int64_t t)
+{
+    return t < T_MIN ? T_MIN : t > T_MAX ? T_MAX : t;
+}
+
+static void utc_civil(int64_t t, struct civil *c)
+{
+    t = clamp(t);
     int64_t s = t / USEC_PER_SEC, u = t % USEC_PER_SEC;
     if (u < 0) {
         u += USEC_PER_SEC;
         s -= 1;
     }
-    *sec = (time_t)s;
-    *usec = (long)u;
+    int64_t days = s / 86400, rem = s % 86400;
+    if (rem < 0) {
+        rem += 86400;
+        days -= 1;
+    }
+    civil_from_days(days, c);
+    c->hour = (int)(rem / 3600);
+    c->min = (int)(rem / 60 % 60);
+    c->sec = (int)(rem % 60);
+    c->usec = (long)u;
+}
+
+/* Writes v as exactly w decimal digits (v clamped to what w digits hold);
+ * returns the position after them. Hand-written because snprintf's
+ * int-sized fields cannot be proven to fit the fixed-size outputs. */
+static char *put(char *p, int64_t v, int w)
+{
+    int64_t lim = 1;
+    for (int i = 0; i < w; i++)
+        lim *= 10;
+    if (v < 0)
+        v = 0;
+    if (v >= lim)
+        v = lim - 1;
+    for (int i = w - 1; i >= 0; i--) {
+        p[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+    return p + w;
+}
+
+static char *put_date(char *p, const struct civil *c, bool dashes)
+{
+    p = put(p, c->year, 4);
+    if (dashes)
+        *p++ = '-';
+    p = put(p, c->mon, 2);
+    if (dashes)
+        *p++ = '-';
+    return put(p, c->mday, 2);
+}
+
+static char *put_time(char *p, const struct civil *c, bool colons)
+{
+    p = put(p, c->hour, 2);
+    if (colons)
+        *p++ = ':';
+    p = put(p, c->min, 2);
+    if (colons)
+        *p++ = ':';
+    return put(p, c->sec, 2);
 }
 
 void timefmt_iso(int64_t t, char out[TIMEFMT_ISO_LEN + 1])
 {
-    time_t sec;
-    long usec;
-    struct tm tm;
-    split(t, &sec, &usec);
-    gmtime_r(&sec, &tm);
-    snprintf(out, TIMEFMT_ISO_LEN + 1, "%04d-%02d-%02dT%02d:%02d:%02d.%06ld",
-             (tm.tm_year + 1900) % 10000, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-             tm.tm_sec, usec);
+    struct civil c;
+    utc_civil(t, &c);
+    char *p = put_date(out, &c, true);
+    *p++ = 'T';
+    p = put_time(p, &c, true);
+    *p++ = '.';
+    p = put(p, c.usec, 6);
+    *p = '\0';
 }
 
 void timefmt_health(int64_t t, char out[TIMEFMT_HEALTH_LEN + 1])
 {
-    time_t sec;
-    long usec;
+    struct civil c;
     struct tm tm;
-    split(t, &sec, &usec);
-    localtime_r(&sec, &tm);
-    snprintf(out, TIMEFMT_HEALTH_LEN + 1, "%04d-%02d-%02d %02d:%02d:%02d",
-             (tm.tm_year + 1900) % 10000, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-             tm.tm_sec);
+    utc_civil(t, &c); /* the answer if localtime_r() cannot convert t */
+    t = clamp(t);
+    time_t sec = (time_t)(t / USEC_PER_SEC - (t % USEC_PER_SEC < 0)); /* floor */
+    if (localtime_r(&sec, &tm)) {
+        c.year = (int64_t)tm.tm_year + 1900;
+        c.mon = tm.tm_mon + 1;
+        c.mday = tm.tm_mday;
+        c.hour = tm.tm_hour;
+        c.min = tm.tm_min;
+        c.sec = tm.tm_sec;
+    }
+    char *p = put_date(out, &c, true);
+    *p++ = ' ';
+    p = put_time(p, &c, true);
+    *p = '\0';
 }
 
 void timefmt_stamp(int64_t t, char out[TIMEFMT_STAMP_LEN + 1])
 {
-    time_t sec;
-    long usec;
-    struct tm tm;
-    split(t, &sec, &usec);
-    gmtime_r(&sec, &tm);
-    snprintf(out, TIMEFMT_STAMP_LEN + 1, "%04d%02d%02d%02d%02d%02d", (tm.tm_year + 1900) % 10000,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    struct civil c;
+    utc_civil(t, &c);
+    char *p = put_date(out, &c, false);
+    p = put_time(p, &c, false);
+    *p = '\0';
 }
 
 /* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant). */
@@ -128,7 +219,7 @@ bool timefmt_parse_iso(const char *s, size_t n, int64_t *out)
     if (!digits(s + 11, 2, &hh) || s[13] != ':' || !digits(s + 14, 2, &mm) || s[16] != ':' ||
         !digits(s + 17, 2, &ss))
         return false;
-    if (hh > 23 || mm > 59 || ss > 60)
+    if (hh > 23 || mm > 59 || ss > 59)
         return false;
     if (n > 19) {
         size_t fn = n - 20;
