@@ -1,0 +1,281 @@
+#!/usr/bin/env bash
+# streams.sh - chatd's concurrent-stream benchmark, in one command.
+#
+#   bash bench/streams.sh            # N = 100 1000 9000
+#   bash bench/streams.sh 100 1000   # any list of N
+#
+# Builds chatd, mock-llm and streamload (Release, in build-bench/), starts
+# the mock once, and for each N starts a fresh chatd (so VmHWM, the peak
+# RSS, is per N), records its idle RSS, then lets bench/streamload open N
+# concurrent POST /api/chat-stream requests of TOKENS stamped tokens
+# DELAY_MS apart (tools/MOCK.md, `mock:stamp`). Reported per N: completed
+# and failed streams, time to first token, added delay per token (client
+# arrival minus the mock's stamp), chatd's peak RSS and CPU seconds
+# (utime+stime delta from /proc/PID/stat) and the mock's CPU seconds.
+# Unless REFERENCE=0, each N is also run against the mock alone
+# (streamload --raw-openai): the floor that chatd's figures compare to.
+#
+# Environment: TOKENS (100), DELAY_MS (50), RAMP (2000 connections/s),
+# BUILD_DIR (build-bench), REFERENCE (1). Results: a table on stdout and
+# bench/results/streams-<date>.json. All processes and temp files are
+# removed on exit. Targets 127.0.0.1 only. Needs bash, cmake, a C compiler
+# and the libraries of scripts/install-deps.sh; no python, no jq.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+TOKENS=${TOKENS:-100}
+DELAY_MS=${DELAY_MS:-50}
+RAMP=${RAMP:-2000}
+BUILD=${BUILD_DIR:-build-bench}
+REFERENCE=${REFERENCE:-1}
+if [ $# -gt 0 ]; then NS=("$@"); else NS=(100 1000 9000); fi
+for n in "${NS[@]}"; do
+    [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "streams.sh: N must be a positive integer, not '$n'" >&2; exit 2; }
+done
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/chatd-bench.XXXXXX")
+MOCK_PID=
+CHATD_PID=
+
+# Stops one process we started: TERM, up to 10 s, then KILL.
+stop_pid() {
+    local pid=$1
+    [ -n "$pid" ] || return 0
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# shellcheck disable=SC2317 # invoked by the trap
+cleanup() {
+    stop_pid "$CHATD_PID"
+    stop_pid "$MOCK_PID"
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+die() {
+    echo "streams.sh: $*" >&2
+    exit 1
+}
+
+# Waits for "listening on 127.0.0.1:PORT" in file $1 written by pid $2;
+# prints PORT.
+wait_port() {
+    local file=$1 pid=$2 port
+    for _ in $(seq 200); do
+        port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$file" | head -n 1)
+        if [ -n "$port" ]; then
+            echo "$port"
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+# utime+stime of a process in clock ticks (fields 14 and 15 of
+# /proc/PID/stat, counted after the parenthesised command name).
+cpu_ticks() {
+    local stat rest
+    read -r stat <"/proc/$1/stat" || { echo 0; return; }
+    rest=${stat##*) }
+    # shellcheck disable=SC2086
+    set -- $rest
+    echo $((${12} + ${13}))
+}
+
+# A VmXXX value of /proc/PID/status in kB.
+vm_kb() {
+    local key val
+    while read -r key val _; do
+        if [ "$key" = "$2:" ]; then
+            echo "$val"
+            return
+        fi
+    done <"/proc/$1/status"
+    echo 0
+}
+
+secs() { # ticks -> seconds with 2 decimals
+    local t=$1
+    printf '%d.%02d' $((t / CLK_TCK)) $(((t % CLK_TCK) * 100 / CLK_TCK))
+}
+
+mb() { # kB -> MB with 1 decimal
+    printf '%d.%d' $(($1 / 1024)) $((($1 % 1024) * 10 / 1024))
+}
+
+# Value of "key" in streamload's flat one-line JSON ($1), or "-" if absent.
+jget() {
+    local v
+    v=$(sed -n "s/.*\"$2\": \([^,}]*\).*/\1/p" <<<"$1")
+    [ -n "$v" ] && [ "$v" != null ] && echo "$v" || echo "-"
+}
+
+# Prints the value of "key" with two decimals, or "-".
+j2() {
+    local v
+    v=$(jget "$1" "$2")
+    [ "$v" = "-" ] && echo "-" || printf '%.2f' "$v"
+}
+
+CLK_TCK=$(getconf CLK_TCK)
+
+# --- build -------------------------------------------------------------------
+echo "streams.sh: building chatd, mock-llm and streamload in $BUILD (Release)" >&2
+if ! cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCHATD_TESTS=OFF >"$TMP/build.log" 2>&1 ||
+    ! cmake --build "$BUILD" -j "$(nproc)" --target chatd mock-llm streamload >>"$TMP/build.log" 2>&1; then
+    tail -n 40 "$TMP/build.log" >&2
+    die "build failed (the last 40 lines of the build log are above)"
+fi
+
+# Each stream costs chatd two fds and the mock and streamload one each:
+# children inherit the raised soft limit (streamload also raises its own).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE=$(ulimit -n)
+
+# --- mock --------------------------------------------------------------------
+"$BUILD/mock-llm" --port 0 --quiet >"$TMP/mock.out" 2>"$TMP/mock.err" &
+MOCK_PID=$!
+MOCK_PORT=$(wait_port "$TMP/mock.out" "$MOCK_PID") || {
+    cat "$TMP/mock.err" >&2
+    die "mock-llm did not start"
+}
+
+start_chatd() {
+    rm -f "$TMP"/bench.db*
+    : >"$TMP/chatd.err"
+    "$BUILD/chatd" --host 127.0.0.1 --port 0 --db "sqlite:$TMP/bench.db" \
+        --llm-url "http://127.0.0.1:$MOCK_PORT/v1" --cache-size 0 --log-level warn \
+        >"$TMP/chatd.out" 2>"$TMP/chatd.err" &
+    CHATD_PID=$!
+    CHATD_PORT=$(wait_port "$TMP/chatd.err" "$CHATD_PID") || {
+        cat "$TMP/chatd.err" >&2
+        die "chatd did not start"
+    }
+}
+
+# --- runs --------------------------------------------------------------------
+DATE=$(date -u +%Y%m%d-%H%M%S)
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+ROWS=()
+REFROWS=()
+RUNS_JSON=""
+ANY_FAIL=0
+
+for N in "${NS[@]}"; do
+    TIMEOUT=$((N / RAMP + TOKENS * DELAY_MS / 1000 + 30))
+    kill -0 "$MOCK_PID" 2>/dev/null || { cat "$TMP/mock.err" >&2; die "mock-llm died"; }
+
+    start_chatd
+    sleep 0.5
+    IDLE_KB=$(vm_kb "$CHATD_PID" VmRSS)
+    C0=$(cpu_ticks "$CHATD_PID")
+    M0=$(cpu_ticks "$MOCK_PID")
+    echo "streams.sh: N=$N against chatd (port $CHATD_PORT, idle RSS $(mb "$IDLE_KB") MB)" >&2
+    "$BUILD/streamload" --port "$CHATD_PORT" -n "$N" --tokens "$TOKENS" --delay-ms "$DELAY_MS" \
+        --ramp "$RAMP" --timeout "$TIMEOUT" --json --progress \
+        >"$TMP/load.out" 2>"$TMP/load.err" || true
+    if kill -0 "$CHATD_PID" 2>/dev/null; then
+        C1=$(cpu_ticks "$CHATD_PID")
+        HWM_KB=$(vm_kb "$CHATD_PID" VmHWM)
+        RSS_KB=$(vm_kb "$CHATD_PID" VmRSS)
+        ALIVE=true
+    else
+        C1=$C0 HWM_KB=0 RSS_KB=0 ALIVE=false
+    fi
+    M1=$(cpu_ticks "$MOCK_PID")
+    MOCK_CPU=$(secs $((M1 - M0)))
+    CHATD_CPU=$(secs $((C1 - C0)))
+    stop_pid "$CHATD_PID"
+    CHATD_PID=
+    LOG_LINES=$(wc -l <"$TMP/chatd.err")
+
+    LOAD=$(grep '^{' "$TMP/load.out" | tail -n 1 || true)
+    grep -v '^{' "$TMP/load.out" >&2 || true
+    [ -n "$LOAD" ] || { cat "$TMP/load.err" >&2; LOAD="null"; }
+    if [ "$(jget "$LOAD" failed)" != 0 ] || [ "$ALIVE" != true ]; then
+        ANY_FAIL=1
+        echo "streams.sh: N=$N: failures or a dead chatd; streamload progress:" >&2
+        tail -n 15 "$TMP/load.err" >&2
+    fi
+    if [ "$LOG_LINES" -gt 1 ]; then
+        echo "streams.sh: N=$N: chatd wrote $LOG_LINES lines to stderr; the first 20:" >&2
+        head -n 20 "$TMP/chatd.err" >&2
+    fi
+    ROWS+=("$(printf '%6s %9s %6s %9s %9s %9s %9s %8s %8s %8s %8s %7s' "$N" \
+        "$(jget "$LOAD" completed)" "$(jget "$LOAD" failed)" \
+        "$(j2 "$LOAD" ttft_ms_p50)" "$(j2 "$LOAD" ttft_ms_p99)" \
+        "$(j2 "$LOAD" delay_ms_p50)" "$(j2 "$LOAD" delay_ms_p99)" \
+        "$(mb "$IDLE_KB")" "$(mb "$HWM_KB")" "$CHATD_CPU" "$MOCK_CPU" \
+        "$ALIVE")")
+
+    REF="null"
+    REF_MOCK_CPU=null
+    if [ "$REFERENCE" = 1 ]; then
+        M0=$(cpu_ticks "$MOCK_PID")
+        echo "streams.sh: N=$N against the mock alone (reference)" >&2
+        "$BUILD/streamload" --raw-openai --port "$MOCK_PORT" -n "$N" --tokens "$TOKENS" \
+            --delay-ms "$DELAY_MS" --ramp "$RAMP" --timeout "$TIMEOUT" --json \
+            >"$TMP/ref.out" 2>"$TMP/ref.err" || true
+        M1=$(cpu_ticks "$MOCK_PID")
+        REF=$(grep '^{' "$TMP/ref.out" | tail -n 1 || true)
+        [ -n "$REF" ] || { cat "$TMP/ref.err" >&2; REF="null"; }
+        REF_MOCK_CPU=$(secs $((M1 - M0)))
+        REFROWS+=("$(printf '%6s %9s %6s %9s %9s %9s %9s %8s %10s' "$N" \
+            "$(jget "$REF" completed)" "$(jget "$REF" failed)" \
+            "$(j2 "$REF" ttft_ms_p50)" "$(j2 "$REF" ttft_ms_p99)" \
+            "$(j2 "$REF" delay_ms_p50)" "$(j2 "$REF" delay_ms_p99)" \
+            "$REF_MOCK_CPU" "$(jget "$REF" loader_cpu_s)")")
+    fi
+
+    RUNS_JSON+="${RUNS_JSON:+,
+    }{\"n\": $N, \"chatd_idle_rss_kb\": $IDLE_KB, \"chatd_peak_rss_kb\": $HWM_KB"
+    RUNS_JSON+=", \"chatd_rss_after_kb\": $RSS_KB, \"chatd_cpu_s\": $CHATD_CPU"
+    RUNS_JSON+=", \"mock_cpu_s\": $MOCK_CPU"
+    RUNS_JSON+=", \"chatd_alive_after\": $ALIVE, \"chatd_stderr_lines\": $LOG_LINES"
+    RUNS_JSON+=",
+     \"load\": $LOAD,
+     \"reference_mock_only\": $REF, \"reference_mock_cpu_s\": $REF_MOCK_CPU}"
+done
+
+# --- report ------------------------------------------------------------------
+echo
+echo "chatd streams: $TOKENS tokens ${DELAY_MS} ms apart per stream, ramp $RAMP/s, $(nproc) cpus, commit $COMMIT"
+printf '%6s %9s %6s %9s %9s %9s %9s %8s %8s %8s %8s %7s\n' N completed failed \
+    "ttft p50" "ttft p99" "add p50" "add p99" "idle MB" "peak MB" "chatd s" "mock s" alive
+printf '%6s %9s %6s %9s %9s %9s %9s %8s %8s %8s %8s %7s\n' "" "" "" ms ms ms/token ms/token \
+    RSS VmHWM cpu cpu ""
+printf '%s\n' "${ROWS[@]}"
+if [ "$REFERENCE" = 1 ]; then
+    echo
+    echo "reference: the same load against the mock alone (no chatd)"
+    printf '%6s %9s %6s %9s %9s %9s %9s %8s %10s\n' N completed failed \
+        "ttft p50" "ttft p99" "add p50" "add p99" "mock s" "loader s"
+    printf '%s\n' "${REFROWS[@]}"
+fi
+
+mkdir -p bench/results
+OUT="bench/results/streams-$DATE.json"
+cat >"$OUT" <<EOF
+{"benchmark": "streams", "date": "$DATE", "commit": "$COMMIT",
+ "machine": {"cpus": $(nproc), "kernel": "$(uname -r)", "nofile": $NOFILE},
+ "tokens": $TOKENS, "delay_ms": $DELAY_MS, "ramp": $RAMP,
+ "runs": [
+    $RUNS_JSON
+ ]}
+EOF
+echo
+echo "results: $OUT"
+exit "$ANY_FAIL"
