@@ -4,7 +4,8 @@
  *
  * Two layers, both incremental, fed whatever byte chunks the network gives
  * (split anywhere: mid-line, mid-CRLF, mid-UTF-8 sequence):
- *   1. SSE framing (WHATWG HTML "Server-sent events"): lines end in LF, CR
+ *   1. SSE framing (WHATWG HTML "Server-sent events"): a UTF-8 BOM at the
+ *      start of the stream is skipped; lines end in LF, CR
  *      or CRLF; lines starting with ':' are comments; "field: value" with
  *      one optional space removed; data lines of one event are joined with
  *      LF; a blank line dispatches the event; fields other than data and
@@ -49,6 +50,7 @@ struct upstream_sse {
     struct buf event;      /* event name of the current event */
     bool has_data;         /* a data field was seen in the current event */
     bool last_cr;          /* the previous chunk ended in CR: skip one LF */
+    bool started;          /* the first line was seen: no BOM to skip any more */
     bool done;             /* [DONE] was seen; later input is ignored */
     bool failed;           /* an error was reported; later input is ignored */
     struct buf error;      /* human-readable reason when failed */
