@@ -6,7 +6,7 @@ set -eu
 
 PACKAGES="build-essential cmake pkg-config git ca-certificates
 libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev sqlite3
-libcmocka-dev python3"
+libcmocka-dev python3 clang-format"
 
 missing=""
 for p in $PACKAGES; do
