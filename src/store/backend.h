@@ -1,0 +1,48 @@
+/*
+ * backend.h - private to src/store: the table of functions one database
+ * backend fills in (curl's struct Curl_ssl, SQLite's sqlite3_io_methods).
+ *
+ * store.c parses the URL, picks the table and forwards every call of
+ * store.h to it, with the backend's own object `be` first. Each entry
+ * has exactly the contract of the store.h function of the same name
+ * (errors, row callbacks, expiry); only the first argument differs. A
+ * backend logs its native errors itself, once, and returns chatd errors.
+ * No database type appears here: each client library stays in its own
+ * src/store/<name>.c.
+ */
+#ifndef CHATD_STORE_BACKEND_H
+#define CHATD_STORE_BACKEND_H
+
+#include "store/store.h"
+
+struct store_ops {
+    const char *name; /* what store_backend() answers */
+
+    /* target is the URL without the "sqlite:" prefix (or the whole URL for
+     * network databases). On success *be is the backend object, owned by
+     * the caller until close(). On failure *be is NULL and why is set. */
+    enum chatd_err (*open)(const char *target, const struct store_options *opt, void **be,
+                           char *why, size_t why_len);
+    void (*close)(void *be);
+    enum chatd_err (*ping)(void *be, char *why, size_t why_len);
+    enum chatd_err (*conversation_get)(void *be, const char *id, int64_t now,
+                                       struct store_conversation *out);
+    enum chatd_err (*history_tail)(void *be, const char *id, size_t n, store_message_fn fn,
+                                   void *arg);
+    enum chatd_err (*append_exchange)(void *be, const struct store_exchange *x);
+    enum chatd_err (*delete_conversation)(void *be, const char *id, int64_t now);
+    enum chatd_err (*messages_after)(void *be, const char *id, int64_t after_id, size_t limit,
+                                     store_message_fn fn, void *arg, size_t *count);
+    enum chatd_err (*conversations_after)(void *be, int64_t after_created, const char *after_id,
+                                          int64_t from, int64_t to, int64_t now, size_t limit,
+                                          store_conversation_fn fn, void *arg, size_t *count);
+    enum chatd_err (*count_conversations)(void *be, int64_t from, int64_t to, int64_t now,
+                                          int64_t *out);
+    enum chatd_err (*sweep_expired)(void *be, int64_t now, store_deleted_fn deleted, void *arg,
+                                    int64_t *n);
+    enum chatd_err (*count_active)(void *be, int64_t now, int64_t *out);
+};
+
+extern const struct store_ops store_sqlite_ops;
+
+#endif
