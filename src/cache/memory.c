@@ -56,30 +56,30 @@ struct entry {
 };
 
 struct conv {
-    struct conv *hnext;     /* next in the bucket chain */
-    struct entry *entries;  /* head of this conversation's entries */
-    uint64_t hash;          /* of the id */
-    char id[];              /* NUL-terminated */
+    struct conv *hnext;    /* next in the bucket chain */
+    struct entry *entries; /* head of this conversation's entries */
+    uint64_t hash;         /* of the id */
+    char id[];             /* NUL-terminated */
 };
 
 struct shard {
     pthread_mutex_t lock;
-    struct entry **ebuckets;          /* entry table */
-    size_t emask;                     /* buckets - 1 (power of two) */
-    size_t count;                     /* entries held */
-    size_t cap;                       /* most entries held, >= 1 */
-    struct conv **cbuckets;           /* conversation table */
-    size_t cmask;                     /* buckets - 1 */
-    size_t nconv;                     /* conversation nodes held */
+    struct entry **ebuckets;           /* entry table */
+    size_t emask;                      /* buckets - 1 (power of two) */
+    size_t count;                      /* entries held */
+    size_t cap;                        /* most entries held, >= 1 */
+    struct conv **cbuckets;            /* conversation table */
+    size_t cmask;                      /* buckets - 1 */
+    size_t nconv;                      /* conversation nodes held */
     struct entry *lru_head, *lru_tail; /* most / least recently used */
-    char pad[64];                     /* keeps hot locks off one cache line */
+    char pad[64];                      /* keeps hot locks off one cache line */
 };
 
 struct cache_memory {
     struct cache base;
-    uint64_t k0, k1;      /* SipHash key, random per cache */
-    int64_t ttl;          /* usec */
-    size_t nshards;       /* 0: the cache is disabled */
+    uint64_t k0, k1; /* SipHash key, random per cache */
+    int64_t ttl;     /* usec */
+    size_t nshards;  /* 0: the cache is disabled */
     struct shard *shards;
 };
 
@@ -370,8 +370,8 @@ static bool expired(int64_t put, int64_t now, int64_t ttl)
     return age > ttl;
 }
 
-static bool mem_get(struct cache *c, const char *conv_id, const char *question,
-                    size_t question_len, int64_t now, struct buf *out)
+static bool mem_get(struct cache *c, const char *conv_id, const char *question, size_t question_len,
+                    int64_t now, struct buf *out)
 {
     struct cache_memory *m = (struct cache_memory *)c;
     struct entry *dead_e = NULL;
@@ -399,8 +399,8 @@ static bool mem_get(struct cache *c, const char *conv_id, const char *question,
     return hit;
 }
 
-static void mem_put(struct cache *c, const char *conv_id, const char *question,
-                    size_t question_len, const char *answer, size_t answer_len, int64_t now)
+static void mem_put(struct cache *c, const char *conv_id, const char *question, size_t question_len,
+                    const char *answer, size_t answer_len, int64_t now)
 {
     struct cache_memory *m = (struct cache_memory *)c;
     struct entry *dead_e = NULL;

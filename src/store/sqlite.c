@@ -4,7 +4,9 @@
  * Connections: one per calling thread, opened on that thread's first call
  * and found again through a pthread key; every connection is also on a
  * list in the backend so that close() can finish them all. A thread that
- * exits closes its own connection (key destructor). Each connection runs
+ * exits closes its own connection (key destructor). close() may run while
+ * threads that used the store are still alive, but not while one of them
+ * is exiting (main() joins its threads first). Each connection runs
  * journal_mode=WAL (checked), synchronous=NORMAL, foreign_keys=ON and a
  * 5 s busy_timeout, and prepares every statement once
  * (SQLITE_PREPARE_PERSISTENT). Statements are reset as soon as a call is
@@ -153,6 +155,7 @@ struct sq {
     char *path;                  /* the database file, as given */
     int64_t ttl;                 /* usec of inactivity before expiry */
     pthread_key_t key;           /* this thread's struct conn */
+    bool has_key;                /* key was created */
     pthread_mutex_t lock;        /* guards conns */
     struct conn *conns;          /* every open connection */
     atomic_bool bad_time_logged; /* an unparseable time was logged */
@@ -458,8 +461,8 @@ static void row_message(struct sq *s, sqlite3_stmt *st, struct store_message *m)
 }
 
 /* Steps through message rows, calling fn for each. */
-static enum chatd_err each_message(struct sq *s, struct conn *c, sqlite3_stmt *st,
-                                   const char *what, store_message_fn fn, void *arg, size_t *count)
+static enum chatd_err each_message(struct sq *s, struct conn *c, sqlite3_stmt *st, const char *what,
+                                   store_message_fn fn, void *arg, size_t *count)
 {
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -527,8 +530,10 @@ static void sq_close(void *be)
         return;
     /* After pthread_key_delete no thread runs the destructor any more, so
      * the connections of threads still alive are ours to close. */
-    pthread_setspecific(s->key, NULL);
-    pthread_key_delete(s->key);
+    if (s->has_key) {
+        pthread_setspecific(s->key, NULL);
+        pthread_key_delete(s->key);
+    }
     pthread_mutex_lock(&s->lock);
     c = s->conns;
     s->conns = NULL;
@@ -568,11 +573,10 @@ static enum chatd_err sq_open(const char *target, const struct store_options *op
     pthread_mutex_init(&s->lock, NULL);
     if (pthread_key_create(&s->key, conn_thread_exit) != 0) {
         set_why(why, why_len, "cannot create a thread key for the store");
-        pthread_mutex_destroy(&s->lock);
-        free(s->path);
-        free(s);
-        return CHATD_EDB;
+        err = CHATD_EDB;
+        goto out;
     }
+    s->has_key = true;
     c = conn_open(s, true, why, why_len);
     if (!c) {
         err = CHATD_EDB;
@@ -750,8 +754,7 @@ static enum chatd_err sq_append_exchange(void *be, const struct store_exchange *
     give(c, ST_UPSERT_CONV);
     if (err)
         goto out;
-    err = insert_message(c, x->conversation_id, "user", x->question, x->question_len,
-                         x->user_time);
+    err = insert_message(c, x->conversation_id, "user", x->question, x->question_len, x->user_time);
     if (err)
         goto out;
     err = insert_message(c, x->conversation_id, "assistant", x->answer, x->answer_len,
@@ -781,8 +784,7 @@ static enum chatd_err sq_delete_conversation(void *be, const char *id, int64_t n
         err = CHATD_EINTERNAL;
         goto out;
     }
-    if (bind_str(st, 1, id) || bind_bound(st, 2, cutoff(s, now)) ||
-        sqlite3_step(st) != SQLITE_DONE)
+    if (bind_str(st, 1, id) || bind_bound(st, 2, cutoff(s, now)) || sqlite3_step(st) != SQLITE_DONE)
         err = fail(c, "delete messages");
     give(c, ST_DELETE_LIVE_MSGS);
     if (err)
@@ -791,8 +793,7 @@ static enum chatd_err sq_delete_conversation(void *be, const char *id, int64_t n
         err = CHATD_EINTERNAL;
         goto out;
     }
-    if (bind_str(st, 1, id) || bind_bound(st, 2, cutoff(s, now)) ||
-        sqlite3_step(st) != SQLITE_DONE)
+    if (bind_str(st, 1, id) || bind_bound(st, 2, cutoff(s, now)) || sqlite3_step(st) != SQLITE_DONE)
         err = fail(c, "delete conversation");
     else if (sqlite3_changes(c->db) == 0)
         err = CHATD_ENOTFOUND;
@@ -860,6 +861,8 @@ static enum chatd_err sq_conversations_after(void *be, int64_t after_created, co
         size_t n;
         column(st, 0, &p, &n);
         assert(n <= UUID_STR_LEN); /* the query's length filter */
+        if (n > UUID_STR_LEN)
+            n = UUID_STR_LEN;
         memcpy(conv.id, p, n);
         conv.id[n] = '\0';
         conv.created_at = column_time(s, st, 1);

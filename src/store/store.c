@@ -27,10 +27,10 @@ struct store {
 };
 
 struct scheme {
-    const char *prefix;         /* what the URL starts with */
-    const char *name;           /* backend name for messages */
+    const char *prefix;          /* what the URL starts with */
+    const char *name;            /* backend name for messages */
     const struct store_ops *ops; /* NULL: not built */
-    size_t skip;                /* bytes of prefix dropped before open() */
+    size_t skip;                 /* bytes of prefix dropped before open() */
 };
 
 static const struct scheme schemes[] = {
@@ -58,9 +58,9 @@ static void set_why(char *why, size_t why_len, const char *fmt, ...)
 static size_t scheme_len(const char *url)
 {
     size_t n = 0;
-    while (n < 16 && ((url[n] >= 'a' && url[n] <= 'z') || (url[n] >= 'A' && url[n] <= 'Z') ||
-                      (url[n] >= '0' && url[n] <= '9') || url[n] == '+' || url[n] == '.' ||
-                      url[n] == '-'))
+    while (n < 16 &&
+           ((url[n] >= 'a' && url[n] <= 'z') || (url[n] >= 'A' && url[n] <= 'Z') ||
+            (url[n] >= '0' && url[n] <= '9') || url[n] == '+' || url[n] == '.' || url[n] == '-'))
         n++;
     return url[n] == ':' ? n : 0;
 }

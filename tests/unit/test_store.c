@@ -29,11 +29,11 @@
 #include "core/uuid.h"
 #include "store/store.h"
 
-#define SEC   USEC_PER_SEC
-#define DAY   (86400 * USEC_PER_SEC)
-#define TTL   (100 * SEC)
-#define T0    INT64_C(1739179800000000) /* 2025-02-10T09:30:00Z */
-#define D0    INT64_C(1739145600000000) /* 2025-02-10T00:00:00Z */
+#define SEC USEC_PER_SEC
+#define DAY (86400 * USEC_PER_SEC)
+#define TTL (100 * SEC)
+#define T0  INT64_C(1739179800000000) /* 2025-02-10T09:30:00Z */
+#define D0  INT64_C(1739145600000000) /* 2025-02-10T00:00:00Z */
 
 struct fx {
     char dir[64];
@@ -235,12 +235,21 @@ static void test_open_ping_and_schema(void **state)
     assert_int_equal(store_ping(f->st, NULL, 0), CHATD_OK);
 
     sqlite3 *db = raw_open(f->path);
-    assert_int_equal(raw_count(db, "SELECT count(*) FROM sqlite_master WHERE name IN"
-                                   " ('conversations', 'messages')", NULL), 2);
-    assert_int_equal(raw_count(db, "SELECT count(*) FROM sqlite_master WHERE type = 'index'"
-                                   " AND tbl_name = 'conversations' AND sql IS NOT NULL", NULL), 2);
-    assert_int_equal(raw_count(db, "SELECT count(*) FROM pragma_index_info("
-                                   "'idx_messages_conversation')", NULL), 2);
+    assert_int_equal(raw_count(db,
+                               "SELECT count(*) FROM sqlite_master WHERE name IN"
+                               " ('conversations', 'messages')",
+                               NULL),
+                     2);
+    assert_int_equal(raw_count(db,
+                               "SELECT count(*) FROM sqlite_master WHERE type = 'index'"
+                               " AND tbl_name = 'conversations' AND sql IS NOT NULL",
+                               NULL),
+                     2);
+    assert_int_equal(raw_count(db,
+                               "SELECT count(*) FROM pragma_index_info("
+                               "'idx_messages_conversation')",
+                               NULL),
+                     2);
     assert_int_equal(raw_count(db, "SELECT journal_mode = 'wal' FROM pragma_journal_mode", NULL),
                      1);
     sqlite3_close(db);
@@ -279,11 +288,17 @@ static void test_append_and_get(void **state)
 
     /* Stored as the exact ISO text. */
     sqlite3 *db = raw_open(f->path);
-    assert_int_equal(raw_count(db, "SELECT count(*) FROM conversations WHERE id = ?1 AND"
-                                   " created_at = '2025-02-10T09:30:00.000000' AND"
-                                   " last_active = '2025-02-10T09:30:51.123456'", id), 1);
-    assert_int_equal(raw_count(db, "SELECT count(*) FROM messages WHERE conversation_id = ?1 AND"
-                                   " typeof(content) = 'text'", id), 4);
+    assert_int_equal(raw_count(db,
+                               "SELECT count(*) FROM conversations WHERE id = ?1 AND"
+                               " created_at = '2025-02-10T09:30:00.000000' AND"
+                               " last_active = '2025-02-10T09:30:51.123456'",
+                               id),
+                     1);
+    assert_int_equal(raw_count(db,
+                               "SELECT count(*) FROM messages WHERE conversation_id = ?1 AND"
+                               " typeof(content) = 'text'",
+                               id),
+                     4);
     sqlite3_close(db);
 }
 
@@ -387,8 +402,7 @@ static void test_messages_after_keyset(void **state)
     size_t got, batches = 0;
     do {
         struct rows *page = rows_new();
-        assert_int_equal(store_messages_after(f->st, id, last, 100, collect, page, &got),
-                         CHATD_OK);
+        assert_int_equal(store_messages_after(f->st, id, last, 100, collect, page, &got), CHATD_OK);
         assert_int_equal(got, page->n);
         for (size_t i = 0; i < page->n; i++) {
             assert_true(page->r[i].id > last);
@@ -432,13 +446,13 @@ static void test_conversations_after_bounds_and_keyset(void **state)
     struct fx *f = *state;
     /* created_at per conversation: midnight edges, a tie, an expired one. */
     static const int64_t created[] = {
-        D0,                /* day 0 00:00:00.000000 exactly */
+        D0, /* day 0 00:00:00.000000 exactly */
         D0 + 12 * 3600 * SEC,
-        D0 + DAY,          /* day 1 00:00:00.000000 exactly */
-        D0 + DAY,          /* a tie on created_at: ordered by id */
-        D0 + 2 * DAY - 1,  /* day 1 23:59:59.999999 */
-        D0 + 2 * DAY,      /* day 2 00:00:00.000000 */
-        D0 - 1,            /* day -1 23:59:59.999999 */
+        D0 + DAY,         /* day 1 00:00:00.000000 exactly */
+        D0 + DAY,         /* a tie on created_at: ordered by id */
+        D0 + 2 * DAY - 1, /* day 1 23:59:59.999999 */
+        D0 + 2 * DAY,     /* day 2 00:00:00.000000 */
+        D0 - 1,           /* day -1 23:59:59.999999 */
     };
     enum { N = sizeof created / sizeof created[0] };
     char ids[N][UUID_STR_LEN + 1], expired[UUID_STR_LEN + 1];
@@ -514,7 +528,7 @@ static void test_delete(void **state)
 }
 
 struct sweep_seen {
-    sqlite3 *db;          /* a second connection: sees only what was committed */
+    sqlite3 *db; /* a second connection: sees only what was committed */
     int64_t n;
     int64_t remaining[2000]; /* rows left, as seen at each callback */
     char ids[2000][UUID_STR_LEN + 1];
@@ -595,7 +609,8 @@ static void test_rows_written_by_other_tools(void **state)
 {
     struct fx *f = *state;
     static const char conv[] = "11111111-2222-4333-8444-555555555555";
-    static const char nul_bad[] = "a\0b\xff\xfe" "c"; /* NUL and invalid UTF-8 */
+    static const char nul_bad[] = "a\0b\xff\xfe"
+                                  "c"; /* NUL and invalid UTF-8 */
     sqlite3 *db = raw_open(f->path);
     /* As the sqlite3 shell or Python would write them: a space for the T,
      * fewer fraction digits, a blob literal, a time nobody can read. */
@@ -632,7 +647,10 @@ static void test_rows_written_by_other_tools(void **state)
     assert_memory_equal(rs->r[1].content.ptr, nul_bad, sizeof nul_bad - 1);
     assert_true(rs->r[1].timestamp == active);
     assert_int_equal(rs->r[2].content.len, 3);
-    assert_memory_equal(rs->r[2].content.ptr, "\0\xff" "A", 3);
+    assert_memory_equal(rs->r[2].content.ptr,
+                        "\0\xff"
+                        "A",
+                        3);
     assert_string_equal(rs->r[2].role, "system");
     assert_true(rs->r[2].timestamp == 0); /* unreadable: 0, logged once */
     assert_int_equal(rs->r[3].content.len, 0);
@@ -804,8 +822,8 @@ static void test_failed_append_rolls_back(void **state)
     /* The answer fails after the conversation and the question went in. */
     assert_int_equal(append(f->st, fresh, "q", "FAIL", T0), CHATD_EDB);
     assert_int_equal(store_conversation_get(f->st, fresh, T0, &c), CHATD_ENOTFOUND);
-    assert_int_equal(raw_count(db, "SELECT count(*) FROM messages WHERE conversation_id = ?1",
-                               fresh), 0);
+    assert_int_equal(
+        raw_count(db, "SELECT count(*) FROM messages WHERE conversation_id = ?1", fresh), 0);
     assert_int_equal(append(f->st, old, "q", "FAIL", T0 + 30 * SEC), CHATD_EDB);
     assert_int_equal(store_conversation_get(f->st, old, T0 + 30 * SEC, &c), CHATD_OK);
     assert_true(c.last_active == T0 + SEC);
@@ -859,9 +877,9 @@ static void test_callbacks_may_nest_other_calls(void **state)
     assert_int_equal(append(f->st, a, "q", "a", T0), CHATD_OK);
     assert_int_equal(append(f->st, b, "q", "a", T0), CHATD_OK);
     struct nest n = {.st = f->st};
-    assert_int_equal(store_conversations_after(f->st, 0, "", INT64_MIN, INT64_MAX, T0, 10,
-                                               nest_conv, &n, &got),
-                     CHATD_OK);
+    assert_int_equal(
+        store_conversations_after(f->st, 0, "", INT64_MIN, INT64_MAX, T0, 10, nest_conv, &n, &got),
+        CHATD_OK);
     assert_int_equal(n.convs, 2);
     assert_int_equal(n.messages, 4);
     assert_int_equal(n.inner, CHATD_OK);
