@@ -68,12 +68,28 @@ die() {
     exit 1
 }
 
-# Waits for "listening on 127.0.0.1:PORT" in file $1 written by pid $2;
-# prints PORT.
+# The port on which process $1 listens on 127.0.0.1, from /proc/net/tcp:
+# the LISTEN (0A) socket whose inode is among the process's fds.
+proc_listen_port() {
+    local inodes hex
+    inodes=$(find "/proc/$1/fd" -mindepth 1 -maxdepth 1 -lname 'socket:*' -printf '%l\n' 2>/dev/null |
+        sed -n 's/^socket:\[\([0-9]*\)\]$/\1/p' | tr '\n' ' ')
+    [ -n "$inodes" ] || return 1
+    hex=$(awk -v inodes=" $inodes" \
+        'NR > 1 && $4 == "0A" && index(inodes, " " $10 " ") && $2 ~ /^0100007F:/ {
+             print substr($2, 10); exit }' /proc/net/tcp)
+    [ -n "$hex" ] || return 1
+    echo $((16#$hex))
+}
+
+# Waits until process $2 listens: "listening on 127.0.0.1:PORT" in file $1
+# or, as chatd logs that line only at --log-level info, its listening
+# socket in /proc. Prints PORT.
 wait_port() {
     local file=$1 pid=$2 port
     for _ in $(seq 200); do
         port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$file" | head -n 1)
+        [ -n "$port" ] || port=$(proc_listen_port "$pid") || true
         if [ -n "$port" ]; then
             echo "$port"
             return 0
@@ -84,16 +100,19 @@ wait_port() {
     return 1
 }
 
-# utime+stime of a process in clock ticks (fields 14 and 15 of
-# /proc/PID/stat, counted after the parenthesised command name).
-cpu_ticks() {
+# utime+stime in clock ticks from a stat file ($1: /proc/PID/stat or
+# /proc/PID/task/TID/stat), fields 14 and 15 counted after the
+# parenthesised command name.
+stat_ticks() {
     local stat rest
-    read -r stat <"/proc/$1/stat" || { echo 0; return; }
+    read -r stat <"$1" || { echo 0; return; }
     rest=${stat##*) }
     # shellcheck disable=SC2086
     set -- $rest
     echo $((${12} + ${13}))
 }
+
+cpu_ticks() { stat_ticks "/proc/$1/stat"; }
 
 # A VmXXX value of /proc/PID/status in kB.
 vm_kb() {
@@ -105,6 +124,25 @@ vm_kb() {
         fi
     done <"/proc/$1/status"
     echo 0
+}
+
+# "busy total" clock ticks of the whole machine, from the cpu line of
+# /proc/stat (busy: user nice system irq softirq steal; total adds idle
+# and iowait).
+machine_ticks() {
+    local u n sy id io irq si st
+    read -r _ u n sy id io irq si st _ </proc/stat
+    echo "$((u + n + sy + irq + si + st)) $((u + n + sy + irq + si + st + id + io))"
+}
+
+# Each thread of process $1 as NAME:CPU_SECONDS, space separated.
+thread_cpu() {
+    local t comm out=""
+    for t in /proc/"$1"/task/*; do
+        read -r comm <"$t/comm" 2>/dev/null || continue
+        out+="${out:+ }${comm// /_}:$(secs "$(stat_ticks "$t/stat" 2>/dev/null)")"
+    done
+    echo "$out"
 }
 
 secs() { # ticks -> seconds with 2 decimals
@@ -158,6 +196,7 @@ start_chatd() {
     : >"$TMP/chatd.err"
     "$BUILD/chatd" --host 127.0.0.1 --port 0 --db "sqlite:$TMP/bench.db" \
         --llm-url "http://127.0.0.1:$MOCK_PORT/v1" --cache-size 0 --log-level warn \
+        --export-dir "$TMP/exports" \
         >"$TMP/chatd.out" 2>"$TMP/chatd.err" &
     CHATD_PID=$!
     CHATD_PORT=$(wait_port "$TMP/chatd.err" "$CHATD_PID") || {
@@ -169,6 +208,9 @@ start_chatd() {
 # --- runs --------------------------------------------------------------------
 DATE=$(date -u +%Y%m%d-%H%M%S)
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ "$COMMIT" != unknown ] && [ -n "$(git status --porcelain -- src tools 2>/dev/null)" ]; then
+    COMMIT="$COMMIT+dirty" # the build used uncommitted changes under src/ or tools/
+fi
 ROWS=()
 REFROWS=()
 RUNS_JSON=""
@@ -178,26 +220,35 @@ for N in "${NS[@]}"; do
     TIMEOUT=$((N / RAMP + TOKENS * DELAY_MS / 1000 + 30))
     kill -0 "$MOCK_PID" 2>/dev/null || { cat "$TMP/mock.err" >&2; die "mock-llm died"; }
 
+    # Other work on the machine skews every figure here: record it.
+    read -r LOAD1 _ </proc/loadavg
+    if awk -v l="$LOAD1" 'BEGIN { exit !(l > 0.5) }'; then
+        echo "streams.sh: warning: load average $LOAD1 before N=$N: other processes are busy" >&2
+    fi
     start_chatd
     sleep 0.5
     IDLE_KB=$(vm_kb "$CHATD_PID" VmRSS)
     C0=$(cpu_ticks "$CHATD_PID")
     M0=$(cpu_ticks "$MOCK_PID")
+    read -r B0 T0 <<<"$(machine_ticks)"
     echo "streams.sh: N=$N against chatd (port $CHATD_PORT, idle RSS $(mb "$IDLE_KB") MB)" >&2
     "$BUILD/streamload" --port "$CHATD_PORT" -n "$N" --tokens "$TOKENS" --delay-ms "$DELAY_MS" \
         --ramp "$RAMP" --timeout "$TIMEOUT" --json --progress \
         >"$TMP/load.out" 2>"$TMP/load.err" || true
+    read -r B1 T1 <<<"$(machine_ticks)"
     if kill -0 "$CHATD_PID" 2>/dev/null; then
         C1=$(cpu_ticks "$CHATD_PID")
         HWM_KB=$(vm_kb "$CHATD_PID" VmHWM)
         RSS_KB=$(vm_kb "$CHATD_PID" VmRSS)
+        THREADS=$(thread_cpu "$CHATD_PID")
         ALIVE=true
     else
-        C1=$C0 HWM_KB=0 RSS_KB=0 ALIVE=false
+        C1=$C0 HWM_KB=0 RSS_KB=0 THREADS="" ALIVE=false
     fi
     M1=$(cpu_ticks "$MOCK_PID")
     MOCK_CPU=$(secs $((M1 - M0)))
     CHATD_CPU=$(secs $((C1 - C0)))
+    BUSY_PCT=$(((B1 - B0) * 100 / (T1 - T0 > 0 ? T1 - T0 : 1)))
     stop_pid "$CHATD_PID"
     CHATD_PID=
     LOG_LINES=$(wc -l <"$TMP/chatd.err")
@@ -205,21 +256,29 @@ for N in "${NS[@]}"; do
     LOAD=$(grep '^{' "$TMP/load.out" | tail -n 1 || true)
     grep -v '^{' "$TMP/load.out" >&2 || true
     [ -n "$LOAD" ] || { cat "$TMP/load.err" >&2; LOAD="null"; }
+    # CPU the machine spent on anything but chatd, the mock and streamload
+    LOADER_TICKS=$(awk -v s="$(jget "$LOAD" loader_cpu_s)" -v hz="$CLK_TCK" \
+        'BEGIN { printf "%d", (s == "-" ? 0 : s) * hz }')
+    OTHER_TICKS=$((B1 - B0 - (C1 - C0) - (M1 - M0) - LOADER_TICKS))
+    [ "$OTHER_TICKS" -ge 0 ] || OTHER_TICKS=0
+    OTHER_CPU=$(secs "$OTHER_TICKS")
+    echo "streams.sh: N=$N: machine busy ${BUSY_PCT}% of $(nproc) cpus during the run," \
+        "${OTHER_CPU} cpu-s outside chatd/mock/streamload; chatd threads (cpu s): $THREADS" >&2
     if [ "$(jget "$LOAD" failed)" != 0 ] || [ "$ALIVE" != true ]; then
         ANY_FAIL=1
         echo "streams.sh: N=$N: failures or a dead chatd; streamload progress:" >&2
         tail -n 15 "$TMP/load.err" >&2
     fi
-    if [ "$LOG_LINES" -gt 1 ]; then
+    if [ "$LOG_LINES" -gt 0 ]; then
         echo "streams.sh: N=$N: chatd wrote $LOG_LINES lines to stderr; the first 20:" >&2
         head -n 20 "$TMP/chatd.err" >&2
     fi
-    ROWS+=("$(printf '%6s %9s %6s %9s %9s %9s %9s %8s %8s %8s %8s %7s' "$N" \
+    ROWS+=("$(printf '%6s %9s %6s %9s %9s %9s %9s %8s %8s %8s %8s %7s %6s %7s' "$N" \
         "$(jget "$LOAD" completed)" "$(jget "$LOAD" failed)" \
         "$(j2 "$LOAD" ttft_ms_p50)" "$(j2 "$LOAD" ttft_ms_p99)" \
         "$(j2 "$LOAD" delay_ms_p50)" "$(j2 "$LOAD" delay_ms_p99)" \
         "$(mb "$IDLE_KB")" "$(mb "$HWM_KB")" "$CHATD_CPU" "$MOCK_CPU" \
-        "$ALIVE")")
+        "$ALIVE" "$BUSY_PCT" "$OTHER_CPU")")
 
     REF="null"
     REF_MOCK_CPU=null
@@ -244,6 +303,8 @@ for N in "${NS[@]}"; do
     }{\"n\": $N, \"chatd_idle_rss_kb\": $IDLE_KB, \"chatd_peak_rss_kb\": $HWM_KB"
     RUNS_JSON+=", \"chatd_rss_after_kb\": $RSS_KB, \"chatd_cpu_s\": $CHATD_CPU"
     RUNS_JSON+=", \"mock_cpu_s\": $MOCK_CPU"
+    RUNS_JSON+=", \"loadavg_before\": $LOAD1, \"machine_busy_pct\": $BUSY_PCT"
+    RUNS_JSON+=", \"other_cpu_s\": $OTHER_CPU, \"chatd_threads_cpu_s\": \"$THREADS\""
     RUNS_JSON+=", \"chatd_alive_after\": $ALIVE, \"chatd_stderr_lines\": $LOG_LINES"
     RUNS_JSON+=",
      \"load\": $LOAD,
@@ -253,10 +314,11 @@ done
 # --- report ------------------------------------------------------------------
 echo
 echo "chatd streams: $TOKENS tokens ${DELAY_MS} ms apart per stream, ramp $RAMP/s, $(nproc) cpus, commit $COMMIT"
-printf '%6s %9s %6s %9s %9s %9s %9s %8s %8s %8s %8s %7s\n' N completed failed \
-    "ttft p50" "ttft p99" "add p50" "add p99" "idle MB" "peak MB" "chatd s" "mock s" alive
-printf '%6s %9s %6s %9s %9s %9s %9s %8s %8s %8s %8s %7s\n' "" "" "" ms ms ms/token ms/token \
-    RSS VmHWM cpu cpu ""
+printf '%6s %9s %6s %9s %9s %9s %9s %8s %8s %8s %8s %7s %6s %7s\n' N completed failed \
+    "ttft p50" "ttft p99" "add p50" "add p99" "idle MB" "peak MB" "chatd s" "mock s" alive \
+    busy% "other s"
+printf '%6s %9s %6s %9s %9s %9s %9s %8s %8s %8s %8s %7s %6s %7s\n' "" "" "" ms ms ms/token ms/token \
+    RSS VmHWM cpu cpu "" machine cpu
 printf '%s\n' "${ROWS[@]}"
 if [ "$REFERENCE" = 1 ]; then
     echo
