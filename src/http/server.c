@@ -71,6 +71,7 @@ struct http_request {
     struct MHD_Connection *conn;
     struct http_request *prev, *next; /* srv->requests */
     const struct http_route *route;
+    unsigned allowed;  /* methods of routes whose pattern matched */
     enum http_method method;
     char method_name[12];
     char *path;
@@ -587,60 +588,72 @@ static struct http_request *request_new(struct http_server *srv, struct MHD_Conn
     return req;
 }
 
-/* First call: route, and answer at once what needs no body. */
+/* Answers a request the router has no handler for: preflight, 404, 405. */
+static void respond_unrouted(struct http_request *req)
+{
+    if (req->method == HTTP_OPTIONS) {
+        respond_preflight(req);
+    } else if (req->allowed) {
+        respond_method_not_allowed(req, req->allowed);
+    } else {
+        struct buf msg = BUF_INIT;
+        buf_appendf(&msg, "no such endpoint: %s", req->path);
+        http_respond_error(req, CHATD_ENOTFOUND, msg.ptr);
+        buf_release(&msg);
+    }
+}
+
+/* First call, headers only: route, and refuse at once what must not be
+ * read. Answers for requests without a body wait for the final call, so
+ * that the connection stays open for the next request (libmicrohttpd
+ * closes a connection whose answer came before the request was read). */
 static void request_begin(struct http_request *req)
 {
     struct http_server *srv = req->srv;
-    if (req->method == HTTP_OPTIONS) {
-        respond_preflight(req);
-        return;
-    }
-    unsigned allowed = 0;
     size_t path_len = strlen(req->path);
-    for (size_t i = 0; i < srv->opt.route_count; i++) {
-        const struct http_route *r = &srv->opt.routes[i];
-        if (!route_match(r->pattern, req->path, path_len, req))
-            continue;
-        if (r->methods & req->method) {
-            req->route = r;
-            break;
+    if (req->method != HTTP_OPTIONS) {
+        for (size_t i = 0; i < srv->opt.route_count; i++) {
+            const struct http_route *r = &srv->opt.routes[i];
+            if (!route_match(r->pattern, req->path, path_len, req))
+                continue;
+            if (r->methods & req->method) {
+                req->route = r;
+                break;
+            }
+            req->allowed |= r->methods;
         }
-        allowed |= r->methods;
-    }
-    if (!req->route) {
-        if (allowed) {
-            respond_method_not_allowed(req, allowed);
-        } else {
-            struct buf msg = BUF_INIT;
-            buf_appendf(&msg, "no such endpoint: %s", req->path);
-            http_respond_error(req, CHATD_ENOTFOUND, msg.ptr);
-            buf_release(&msg);
-        }
-        return;
     }
     const char *cl = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Length");
-    if (cl) {
-        unsigned long long n = 0;
-        bool digits = *cl != '\0';
-        for (const char *p = cl; *p && digits; p++) {
-            if (*p < '0' || *p > '9' || n > UINT64_MAX / 10)
-                digits = false;
-            else
-                n = n * 10 + (unsigned long long)(*p - '0');
-        }
-        if (digits && n > srv->opt.max_body) {
-            struct buf msg = BUF_INIT;
-            buf_appendf(&msg, "request body of %llu bytes is larger than the limit of %zu bytes", n,
-                        srv->opt.max_body);
-            http_respond_error(req, CHATD_ETOOBIG, msg.ptr);
-            buf_release(&msg);
-        }
+    const char *te = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Transfer-Encoding");
+    unsigned long long n = 0;
+    bool digits = cl && *cl != '\0';
+    for (const char *p = cl; digits && *p; p++) {
+        if (*p < '0' || *p > '9' || n > UINT64_MAX / 10)
+            digits = false;
+        else
+            n = n * 10 + (unsigned long long)(*p - '0');
+    }
+    bool has_body = te || (cl && (!digits || n > 0));
+    if (!has_body)
+        return;
+    if (!req->route) {
+        respond_unrouted(req);
+    } else if (digits && n > srv->opt.max_body) {
+        struct buf msg = BUF_INIT;
+        buf_appendf(&msg, "request body of %llu bytes is larger than the limit of %zu bytes", n,
+                    srv->opt.max_body);
+        http_respond_error(req, CHATD_ETOOBIG, msg.ptr);
+        buf_release(&msg);
     }
 }
 
 static void dispatch(struct http_request *req)
 {
     req->dispatched = true;
+    if (!req->route) {
+        respond_unrouted(req);
+        return;
+    }
     if (req->body_too_big) {
         struct buf msg = BUF_INIT;
         buf_appendf(&msg, "request body is larger than the limit of %zu bytes",
@@ -812,11 +825,11 @@ enum chatd_err http_server_start(const struct http_options *opt, struct http_ser
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     srv->daemon = MHD_start_daemon(
-        flags, (uint16_t)opt->port, NULL, NULL, access_handler, srv, MHD_OPTION_SOCK_ADDR,
+        flags, (uint16_t)opt->port, NULL, NULL, access_handler, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv, MHD_OPTION_SOCK_ADDR,
         ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)opt->threads,
         MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned int)opt->idle_timeout, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)4096,
-        MHD_OPTION_NOTIFY_COMPLETED, completed, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,
+        MHD_OPTION_NOTIFY_COMPLETED, completed, srv,
         MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!srv->daemon) {

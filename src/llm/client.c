@@ -36,6 +36,7 @@
 #include "core/buf.h"
 #include "core/json_out.h"
 #include "core/log.h"
+#include "core/timefmt.h"
 
 #define WHOLE_REPLY_MAX (16 * 1024 * 1024) /* a non-streamed reply */
 #define ERROR_BODY_MAX  (64 * 1024)        /* kept of an error body */
@@ -56,6 +57,7 @@ struct llm_call {
     enum chatd_err fail;        /* set when the write callback aborts */
     struct buf fail_msg;
     bool finished;              /* done() has run */
+    int64_t last_byte;          /* monotonic usec of the last byte received (or start) */
     const struct llm_callbacks *cb;
     void *arg;
     struct llm_call *prev, *next; /* llm->running */
@@ -77,6 +79,7 @@ struct llm {
     struct curl_slist *hdr_stream, *hdr_whole;
     CURLM *multi;
     int epfd, evfd, tfd;
+    int idlefd;                 /* ticks once a second: silent calls time out */
     pthread_t thread;
     pthread_mutex_t lock;       /* guards cmds, cmds_tail, stopping */
     struct cmd *cmds, *cmds_tail;
@@ -177,6 +180,7 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *ud)
 {
     struct llm_call *call = ud;
     size_t n = size * nmemb;
+    call->last_byte = time_mono_usec();
     if (call->kind == REPLY_UNKNOWN)
         classify(call);
     switch (call->kind) {
@@ -230,8 +234,8 @@ static void finish(struct llm *llm, struct llm_call *call, CURLcode result, enum
         buf_append(&msg, call->fail_msg.ptr, call->fail_msg.len);
     } else if (result == CURLE_OPERATION_TIMEDOUT) {
         err = CHATD_ETIMEOUT;
-        buf_appendf(&msg, "the model did not answer in time (limit %lld s)",
-                    (long long)llm->timeout);
+        buf_appendf(&msg, "the model did not answer in time (limit %lld s%s)",
+                    (long long)llm->timeout, call->stream ? " of silence" : "");
     } else if (result != CURLE_OK) {
         err = CHATD_EUPSTREAM;
         buf_appendf(&msg, "cannot reach the model: %s",
@@ -293,6 +297,7 @@ static void start_call(struct llm *llm, struct llm_call *call)
         return;
     }
     call->easy = e;
+    call->last_byte = time_mono_usec();
     long timeout_ms = (long)llm->timeout * 1000;
     long connect_ms = llm->timeout < 10 ? timeout_ms : 10000;
     curl_easy_setopt(e, CURLOPT_URL, llm->endpoint);
@@ -309,8 +314,6 @@ static void start_call(struct llm *llm, struct llm_call *call)
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)llm->timeout);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, call->stream ? timeout_ms * 10 : timeout_ms);
     CURLMcode mc = curl_multi_add_handle(llm->multi, e);
     if (mc != CURLM_OK) {
@@ -398,6 +401,26 @@ static int on_timer(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
+/* Ends the calls that received nothing for `timeout` seconds. curl's own
+ * low-speed check averages over several seconds, so a stall after some
+ * data would be noticed late; this is exact to the tick. */
+static void check_idle(struct llm *llm)
+{
+    int64_t limit = llm->timeout * USEC_PER_SEC, now = time_mono_usec();
+    struct llm_call *call = llm->running;
+    while (call) {
+        struct llm_call *next = call->next;
+        if (now - call->last_byte >= limit) {
+            struct buf msg = BUF_INIT;
+            buf_appendf(&msg, "the model did not answer in time (%lld s without a byte)",
+                        (long long)llm->timeout);
+            finish(llm, call, CURLE_OK, CHATD_ETIMEOUT, msg.ptr);
+            buf_release(&msg);
+        }
+        call = next;
+    }
+}
+
 static void *llm_main(void *arg)
 {
     struct llm *llm = arg;
@@ -416,6 +439,11 @@ static void *llm_main(void *arg)
             int fd = evs[i].data.fd;
             if (fd == llm->evfd) {
                 go = run_commands(llm) && go;
+            } else if (fd == llm->idlefd) {
+                uint64_t exp;
+                ssize_t r = read(llm->idlefd, &exp, sizeof exp);
+                (void)r;
+                check_idle(llm);
             } else if (fd == llm->tfd) {
                 uint64_t exp;
                 ssize_t r = read(llm->tfd, &exp, sizeof exp);
@@ -450,6 +478,8 @@ static void free_llm(struct llm *llm)
         close(llm->evfd);
     if (llm->tfd >= 0)
         close(llm->tfd);
+    if (llm->idlefd >= 0)
+        close(llm->idlefd);
     pthread_mutex_destroy(&llm->lock);
     free(llm->endpoint);
     free(llm->model);
@@ -460,7 +490,7 @@ enum chatd_err llm_start(const struct llm_options *opt, struct llm **out)
 {
     *out = NULL;
     struct llm *llm = xcalloc(1, sizeof *llm);
-    llm->epfd = llm->evfd = llm->tfd = -1;
+    llm->epfd = llm->evfd = llm->tfd = llm->idlefd = -1;
     pthread_mutex_init(&llm->lock, NULL);
     struct buf b = BUF_INIT;
     buf_appendf(&b, "%s/chat/completions", opt->url);
@@ -485,7 +515,9 @@ enum chatd_err llm_start(const struct llm_options *opt, struct llm **out)
     llm->epfd = epoll_create1(EPOLL_CLOEXEC);
     llm->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     llm->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    if (!llm->multi || llm->epfd < 0 || llm->evfd < 0 || llm->tfd < 0 || !llm->hdr_stream ||
+    llm->idlefd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (!llm->multi || llm->epfd < 0 || llm->evfd < 0 || llm->tfd < 0 || llm->idlefd < 0 ||
+        !llm->hdr_stream ||
         !llm->hdr_whole) {
         log_error("llm: cannot set up the upstream client: %s", strerror(errno));
         free_llm(llm);
@@ -496,6 +528,10 @@ enum chatd_err llm_start(const struct llm_options *opt, struct llm **out)
     epoll_ctl(llm->epfd, EPOLL_CTL_ADD, llm->evfd, &ev);
     ev.data.fd = llm->tfd;
     epoll_ctl(llm->epfd, EPOLL_CTL_ADD, llm->tfd, &ev);
+    ev.data.fd = llm->idlefd;
+    epoll_ctl(llm->epfd, EPOLL_CTL_ADD, llm->idlefd, &ev);
+    struct itimerspec tick = {.it_interval = {.tv_sec = 1}, .it_value = {.tv_sec = 1}};
+    timerfd_settime(llm->idlefd, 0, &tick, NULL);
     curl_multi_setopt(llm->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
     curl_multi_setopt(llm->multi, CURLMOPT_SOCKETDATA, llm);
     curl_multi_setopt(llm->multi, CURLMOPT_TIMERFUNCTION, on_timer);

@@ -18,9 +18,10 @@
  * otherwise, with a message fit for the client (the upstream's reason,
  * never the API key). No callback runs after done().
  *
- * Timeouts: connect min(timeout, 10) s; low speed: no byte for `timeout`
- * seconds; total: `timeout` for a whole reply, 10 x `timeout` for a
- * streamed one (a long answer streams for minutes, but never silently).
+ * Timeouts: connect min(timeout, 10) s; silence: no byte for `timeout`
+ * seconds (checked once a second by the LLM thread); total: `timeout`
+ * for a whole reply, 10 x `timeout` for a streamed one (a long answer
+ * streams for minutes, but never silently).
  */
 #ifndef CHATD_LLM_CLIENT_H
 #define CHATD_LLM_CLIENT_H
