@@ -61,11 +61,11 @@ enum setting_id {
 };
 
 struct setting {
-    const char *env;  /* CHATD_NAME; the flag is derived from it */
-    const char *arg;  /* value placeholder in --help */
-    const char *def;  /* default text, NULL = unset */
-    const char *help; /* one-line meaning */
-    const char *unit; /* numbers: what they count, for messages; NULL otherwise */
+    const char *env;   /* CHATD_NAME; the flag is derived from it */
+    const char *arg;   /* value placeholder in --help */
+    const char *def;   /* default text, NULL = unset */
+    const char *help;  /* one-line meaning */
+    const char *unit;  /* numbers: what they count, for messages; NULL otherwise */
     uint64_t min, max; /* numbers: inclusive range */
 };
 
@@ -106,11 +106,10 @@ static const struct setting settings[S_COUNT] = {
     [S_REDIS] = {"CHATD_REDIS", "URL", NULL,
                  "redis://[:password@]host[:port][/db]: share the response cache between instances",
                  NULL, 0, 0},
-    [S_EXPORT_DIR] = {"CHATD_EXPORT_DIR", "DIR", "exports",
-                      "where finished export files are kept", NULL, 0, 0},
+    [S_EXPORT_DIR] = {"CHATD_EXPORT_DIR", "DIR", "exports", "where finished export files are kept",
+                      NULL, 0, 0},
     [S_EXPORT_TTL] = {"CHATD_EXPORT_TTL", "SECONDS", "600",
-                      "seconds a finished export file is kept, 1-31536000", "seconds", 1,
-                      31536000},
+                      "seconds a finished export file is kept, 1-31536000", "seconds", 1, 31536000},
     [S_ADMIN_TOKEN] = {"CHATD_ADMIN_TOKEN", "TOKEN", NULL,
                        "when set, export-all and /metrics need 'Authorization: Bearer TOKEN'", NULL,
                        0, 0},
@@ -124,8 +123,8 @@ static const struct setting settings[S_COUNT] = {
                        NULL, 0, 0},
     [S_THREADS] = {"CHATD_THREADS", "N", "0", "HTTP worker threads, 0-1024 (0: one per core)",
                    "threads", 0, 1024},
-    [S_LOG_LEVEL] = {"CHATD_LOG_LEVEL", "LEVEL", "info", "debug, info, warn, error or off", NULL,
-                     0, 0},
+    [S_LOG_LEVEL] = {"CHATD_LOG_LEVEL", "LEVEL", "info", "debug, info, warn, error or off", NULL, 0,
+                     0},
 };
 
 #define FLAG_MAX 32 /* longest derived flag, with its "--" and NUL */
@@ -564,36 +563,70 @@ static enum config_result apply(struct config *cfg, enum setting_id i, const cha
         return fail_with(out, label, "contains a control character");
 
     switch (i) {
-    case S_HOST: cfg->host = xstrdup(v); break;
-    case S_PORT: cfg->port = (unsigned)num; break;
+    case S_HOST:
+        cfg->host = xstrdup(v);
+        break;
+    case S_PORT:
+        cfg->port = (unsigned)num;
+        break;
     case S_DB:
         cfg->db = xstrdup(v);
         why = parse_db(v, &cfg->db_url);
         break;
-    case S_LLM_URL: why = parse_llm_url(v, &cfg->llm_url); break;
-    case S_LLM_KEY: cfg->llm_key = xstrdup(v); break;
-    case S_LLM_MODEL: cfg->llm_model = xstrdup(v); break;
-    case S_LLM_TIMEOUT: cfg->llm_timeout = (int64_t)num; break;
-    case S_HISTORY: cfg->history = (unsigned)num; break;
-    case S_SESSION_TTL: cfg->session_ttl = (int64_t)num; break;
-    case S_SWEEP_INTERVAL: cfg->sweep_interval = (int64_t)num; break;
-    case S_CACHE_SIZE: cfg->cache_size = (size_t)num; break;
-    case S_CACHE_TTL: cfg->cache_ttl = (int64_t)num; break;
+    case S_LLM_URL:
+        why = parse_llm_url(v, &cfg->llm_url);
+        break;
+    case S_LLM_KEY:
+        cfg->llm_key = xstrdup(v);
+        break;
+    case S_LLM_MODEL:
+        cfg->llm_model = xstrdup(v);
+        break;
+    case S_LLM_TIMEOUT:
+        cfg->llm_timeout = (int64_t)num;
+        break;
+    case S_HISTORY:
+        cfg->history = (unsigned)num;
+        break;
+    case S_SESSION_TTL:
+        cfg->session_ttl = (int64_t)num;
+        break;
+    case S_SWEEP_INTERVAL:
+        cfg->sweep_interval = (int64_t)num;
+        break;
+    case S_CACHE_SIZE:
+        cfg->cache_size = (size_t)num;
+        break;
+    case S_CACHE_TTL:
+        cfg->cache_ttl = (int64_t)num;
+        break;
     case S_REDIS:
         cfg->redis = xstrdup(v);
         why = parse_redis(v, &cfg->redis_url);
         break;
-    case S_EXPORT_DIR: cfg->export_dir = xstrdup(v); break;
-    case S_EXPORT_TTL: cfg->export_ttl = (int64_t)num; break;
-    case S_ADMIN_TOKEN: cfg->admin_token = xstrdup(v); break;
-    case S_MAX_BODY: cfg->max_body = (size_t)num; break;
-    case S_MAX_MESSAGE: cfg->max_message = (size_t)num; break;
+    case S_EXPORT_DIR:
+        cfg->export_dir = xstrdup(v);
+        break;
+    case S_EXPORT_TTL:
+        cfg->export_ttl = (int64_t)num;
+        break;
+    case S_ADMIN_TOKEN:
+        cfg->admin_token = xstrdup(v);
+        break;
+    case S_MAX_BODY:
+        cfg->max_body = (size_t)num;
+        break;
+    case S_MAX_MESSAGE:
+        cfg->max_message = (size_t)num;
+        break;
     case S_CORS_ORIGIN:
         if (has_control(v))
             return fail_with(out, label, "contains a control character");
         cfg->cors_origin = xstrdup(v);
         break;
-    case S_THREADS: cfg->threads = (unsigned)num; break;
+    case S_THREADS:
+        cfg->threads = (unsigned)num;
+        break;
     case S_LOG_LEVEL:
         if (!log_level_parse(v, &cfg->log_level)) {
             fail(out, label);
@@ -602,7 +635,8 @@ static enum config_result apply(struct config *cfg, enum setting_id i, const cha
             return CONFIG_ERROR;
         }
         break;
-    case S_COUNT: break;
+    case S_COUNT:
+        break;
     }
     if (why) {
         fail_with(out, label, "cannot parse ");
@@ -625,8 +659,8 @@ static enum setting_id find_flag(const char *name, size_t n)
     return S_COUNT;
 }
 
-enum config_result config_load(struct config *cfg, int argc, char *const *argv,
-                               char *const *envp, struct buf *out)
+enum config_result config_load(struct config *cfg, int argc, char *const *argv, char *const *envp,
+                               struct buf *out)
 {
     const char *val[S_COUNT] = {NULL};
     const char *label[S_COUNT] = {NULL};

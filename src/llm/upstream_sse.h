@@ -45,17 +45,17 @@ struct upstream_sse_callbacks {
 #define UPSTREAM_SSE_MAX_LINE (1024 * 1024)
 
 struct upstream_sse {
-    struct buf line;       /* the current, unfinished line */
-    struct buf data;       /* data of the current event */
-    struct buf event;      /* event name of the current event */
-    bool has_data;         /* a data field was seen in the current event */
-    bool last_cr;          /* the previous chunk ended in CR: skip one LF */
-    bool started;          /* the first line was seen: no BOM to skip any more */
-    bool done;             /* [DONE] was seen; later input is ignored */
-    bool failed;           /* an error was reported; later input is ignored */
-    struct buf error;      /* human-readable reason when failed */
-    enum chatd_err err;    /* CHATD_EUPSTREAM (error event) or CHATD_EINVAL (malformed) */
-    size_t events;         /* events decoded so far (for tests and logs) */
+    struct buf line;    /* the current, unfinished line */
+    struct buf data;    /* data of the current event */
+    struct buf event;   /* event name of the current event */
+    bool has_data;      /* a data field was seen in the current event */
+    bool last_cr;       /* the previous chunk ended in CR: skip one LF */
+    bool started;       /* the first line was seen: no BOM to skip any more */
+    bool done;          /* [DONE] was seen; later input is ignored */
+    bool failed;        /* an error was reported; later input is ignored */
+    struct buf error;   /* human-readable reason when failed */
+    enum chatd_err err; /* why it failed: as upstream_sse_feed() returns */
+    size_t events;      /* events decoded so far (for tests and logs) */
     const struct upstream_sse_callbacks *cb;
     void *arg;
 };

@@ -125,13 +125,13 @@ static void from_env(void **state)
     (void)state;
     struct config c;
     load_ok(&c,
-            ENV("HOME=/root", "CHATD_HOST=127.0.0.1", "CHATD_PORT=8080", "CHATD_DB=sqlite:/tmp/x.db",
-                "CHATD_LLM_URL=http://127.0.0.1:9000/v1/", "CHATD_LLM_KEY=" SECRET,
-                "CHATD_LLM_MODEL=m", "CHATD_LLM_TIMEOUT=5", "CHATD_HISTORY=0",
-                "CHATD_SESSION_TTL=1", "CHATD_SWEEP_INTERVAL=2", "CHATD_CACHE_SIZE=0",
-                "CHATD_CACHE_TTL=3", "CHATD_REDIS=redis://cache:6380/2", "CHATD_EXPORT_DIR=/e",
-                "CHATD_EXPORT_TTL=4", "CHATD_ADMIN_TOKEN=tok", "CHATD_MAX_BODY=100",
-                "CHATD_MAX_MESSAGE=50", "CHATD_CORS_ORIGIN=https://a.example",
+            ENV("HOME=/root", "CHATD_HOST=127.0.0.1", "CHATD_PORT=8080",
+                "CHATD_DB=sqlite:/tmp/x.db", "CHATD_LLM_URL=http://127.0.0.1:9000/v1/",
+                "CHATD_LLM_KEY=" SECRET, "CHATD_LLM_MODEL=m", "CHATD_LLM_TIMEOUT=5",
+                "CHATD_HISTORY=0", "CHATD_SESSION_TTL=1", "CHATD_SWEEP_INTERVAL=2",
+                "CHATD_CACHE_SIZE=0", "CHATD_CACHE_TTL=3", "CHATD_REDIS=redis://cache:6380/2",
+                "CHATD_EXPORT_DIR=/e", "CHATD_EXPORT_TTL=4", "CHATD_ADMIN_TOKEN=tok",
+                "CHATD_MAX_BODY=100", "CHATD_MAX_MESSAGE=50", "CHATD_CORS_ORIGIN=https://a.example",
                 "CHATD_THREADS=3", "CHATD_LOG_LEVEL=debug",
                 /* not ours: ignored, even when they look like ours */
                 "CHATD_BIN=/usr/bin/chatd", "CHATD_SANITIZE=1", "chatd_port=1", "NOEQUALS",
@@ -249,10 +249,9 @@ static void ranges(void **state)
     (void)state;
     struct config c;
     load_ok(&c, NULL,
-            ARGS("--port", "0", "--history", "1000", "--threads", "1024", "--llm-timeout",
-                 "86400", "--cache-size", "0", "--max-body", "1", "--max-message", "1",
-                 "--session-ttl", "1", "--sweep-interval", "1", "--cache-ttl", "1",
-                 "--export-ttl", "1"));
+            ARGS("--port", "0", "--history", "1000", "--threads", "1024", "--llm-timeout", "86400",
+                 "--cache-size", "0", "--max-body", "1", "--max-message", "1", "--session-ttl", "1",
+                 "--sweep-interval", "1", "--cache-ttl", "1", "--export-ttl", "1"));
     assert_int_equal(c.port, 0);
     assert_int_equal(c.history, 1000);
     assert_int_equal(c.threads, 1024);
@@ -285,8 +284,8 @@ static void ranges(void **state)
 static void number_syntax(void **state)
 {
     (void)state;
-    static const char *const bad[] = {"-1", "+1", " 1", "1 ", "1s", "0x10", "1e3", "1.0", "",
-                                      "99999999999999999999999", "١"};
+    static const char *const bad[] = {
+        "-1", "+1", " 1", "1 ", "1s", "0x10", "1e3", "1.0", "", "99999999999999999999999", "١"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char arg[64];
         snprintf(arg, sizeof arg, "--history=%s", bad[i]);
@@ -308,8 +307,7 @@ static void error_kinds(void **state)
     expect_err(NULL, ARGS("--"), "chatd: unknown option '--' (see --help)");
     expect_err(NULL, ARGS("--PORT", "1"), "chatd: unknown option '--PORT' (see --help)");
     expect_err(NULL, ARGS("--llm_url", "x"), "chatd: unknown option '--llm_url' (see --help)");
-    expect_err(NULL, ARGS("serve"),
-               "chatd: unexpected argument #1, not an option (see --help)");
+    expect_err(NULL, ARGS("serve"), "chatd: unexpected argument #1, not an option (see --help)");
     expect_err(NULL, ARGS("--history"), "chatd: --history: missing value");
     expect_err(NULL, ARGS("--history", "--port", "1"), "chatd: --history: missing value");
     expect_err(NULL, ARGS("--help=yes"), "chatd: --help: takes no value");
@@ -490,7 +488,7 @@ static void secrets_never_shown(void **state)
     static const char *const db_urls[] = {
         "postgresql://bob:" SECRET "@host:badport/db",
         "postgresql://bob:" SECRET "@host",
-        "postgresql://bob:" SECRET "/db",        /* '@' forgotten: looks like a port */
+        "postgresql://bob:" SECRET "/db", /* '@' forgotten: looks like a port */
         "postgresql://bob:" SECRET "@[::1/db",
         "mysql://u:" SECRET "%zz@h/db",
         "mysql://u:" SECRET "@h/db?x=1",
@@ -508,22 +506,16 @@ static void secrets_never_shown(void **state)
         free(load_err(ENV(env), NULL));
     }
     static const char *const redis_urls[] = {
-        "redis://:" SECRET "@h:bad",
-        "redis://:" SECRET "@/0",
-        "redis://:" SECRET "@h/x",
-        "redis://u:" SECRET "@h",
-        "redis://:" SECRET "%g@h",
-        "redis://:" SECRET "/0", /* '@' forgotten */
+        "redis://:" SECRET "@h:bad", "redis://:" SECRET "@/0",
+        "redis://:" SECRET "@h/x",   "redis://u:" SECRET "@h",
+        "redis://:" SECRET "%g@h",   "redis://:" SECRET "/0", /* '@' forgotten */
         "rediss://:" SECRET "@h",
     };
     for (size_t i = 0; i < sizeof redis_urls / sizeof redis_urls[0]; i++)
         free(load_err(NULL, ARGS("--redis", redis_urls[i])));
     static const char *const llm_urls[] = {
-        "http://u:" SECRET "@/v1",
-        "http://u:" SECRET "@h:x/v1",
-        "http://u:" SECRET "/v1",
-        "http://h/v1?key=" SECRET,
-        "ftp://u:" SECRET "@h",
+        "http://u:" SECRET "@/v1", "http://u:" SECRET "@h:x/v1", "http://u:" SECRET "/v1",
+        "http://h/v1?key=" SECRET, "ftp://u:" SECRET "@h",
     };
     for (size_t i = 0; i < sizeof llm_urls / sizeof llm_urls[0]; i++)
         free(load_err(NULL, ARGS("--llm-url", llm_urls[i])));
@@ -554,25 +546,37 @@ static void help(void **state)
 {
     (void)state;
     static const char *const vars[] = {
-        "CHATD_HOST",        "CHATD_PORT",       "CHATD_DB",         "CHATD_LLM_URL",
-        "CHATD_LLM_KEY",     "CHATD_LLM_MODEL",  "CHATD_LLM_TIMEOUT", "CHATD_HISTORY",
-        "CHATD_SESSION_TTL", "CHATD_SWEEP_INTERVAL", "CHATD_CACHE_SIZE", "CHATD_CACHE_TTL",
-        "CHATD_REDIS",       "CHATD_EXPORT_DIR", "CHATD_EXPORT_TTL", "CHATD_ADMIN_TOKEN",
-        "CHATD_MAX_BODY",    "CHATD_MAX_MESSAGE", "CHATD_CORS_ORIGIN", "CHATD_THREADS",
+        "CHATD_HOST",        "CHATD_PORT",           "CHATD_DB",          "CHATD_LLM_URL",
+        "CHATD_LLM_KEY",     "CHATD_LLM_MODEL",      "CHATD_LLM_TIMEOUT", "CHATD_HISTORY",
+        "CHATD_SESSION_TTL", "CHATD_SWEEP_INTERVAL", "CHATD_CACHE_SIZE",  "CHATD_CACHE_TTL",
+        "CHATD_REDIS",       "CHATD_EXPORT_DIR",     "CHATD_EXPORT_TTL",  "CHATD_ADMIN_TOKEN",
+        "CHATD_MAX_BODY",    "CHATD_MAX_MESSAGE",    "CHATD_CORS_ORIGIN", "CHATD_THREADS",
         "CHATD_LOG_LEVEL",
     };
     static const char *const defaults_shown[] = {
-        "(default: 0.0.0.0)", "(default: 5010)", "(default: sqlite:chatd.db)",
-        "(default: https://integrate.api.nvidia.com/v1)", "(default: deepseek-ai/deepseek-r1)",
-        "(default: 60)", "(default: 9)", "(default: 86400)", "(default: 3600)",
-        "(default: 10000)", "(default: exports)", "(default: 600)", "(default: 1048576)",
-        "(default: 65536)", "(default: *)", "(default: 0)", "(default: info)", "(default: none)",
+        "(default: 0.0.0.0)",
+        "(default: 5010)",
+        "(default: sqlite:chatd.db)",
+        "(default: https://integrate.api.nvidia.com/v1)",
+        "(default: deepseek-ai/deepseek-r1)",
+        "(default: 60)",
+        "(default: 9)",
+        "(default: 86400)",
+        "(default: 3600)",
+        "(default: 10000)",
+        "(default: exports)",
+        "(default: 600)",
+        "(default: 1048576)",
+        "(default: 65536)",
+        "(default: *)",
+        "(default: 0)",
+        "(default: info)",
+        "(default: none)",
     };
     struct config c;
     struct buf out = BUF_INIT;
     /* --help works whatever the environment holds, and stops at once */
-    assert_int_equal(load(&c, &out, ENV("CHATD_PORT=bad"), ARGS("--help", "--bogus")),
-                     CONFIG_EXIT);
+    assert_int_equal(load(&c, &out, ENV("CHATD_PORT=bad"), ARGS("--help", "--bogus")), CONFIG_EXIT);
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
         char flag[64], line[96];
         size_t n = 0;

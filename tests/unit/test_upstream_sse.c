@@ -80,28 +80,49 @@ static void check_cuts(const char *s, size_t n, const size_t *cuts, size_t ncuts
 
 /* ---- the sample ---- */
 
-#define CHUNK(delta)                                                                               \
-    "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1739179800,"   \
-    "\"model\":\"deepseek-ai/deepseek-r1\",\"choices\":[{\"index\":0,\"delta\":" delta            \
-    ",\"finish_reason\":null}]}\n\n"
+/* Appends one OpenAI-style chunk event whose choices[0].delta is delta. */
+static void add_chunk(struct buf *b, const char *delta)
+{
+    assert_int_equal(buf_append_str(b, "data: {\"id\":\"chatcmpl-1\",\"object\":"
+                                       "\"chat.completion.chunk\",\"created\":1739179800,"
+                                       "\"model\":\"deepseek-ai/deepseek-r1\",\"choices\":"
+                                       "[{\"index\":0,\"delta\":"),
+                     CHATD_OK);
+    assert_int_equal(buf_append_str(b, delta), CHATD_OK);
+    assert_int_equal(buf_append_str(b, ",\"finish_reason\":null}]}\n\n"), CHATD_OK);
+}
 
-static const char sample[] =
-    ": OPENROUTER PROCESSING\n\n"
-    CHUNK("{\"role\":\"assistant\",\"content\":\"\"}")
-    CHUNK("{\"role\":\"assistant\",\"content\":null,\"reasoning_content\":\"用户在问\"}")
-    CHUNK("{\"content\":null,\"reasoning_content\":\"候。🤔 Think\"}")
-    "id: 17\nretry: 3000\n"
-    CHUNK("{\"content\":\"你好\",\"reasoning_content\":null}")
-    ": keep-alive\n"
-    "data:{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"，世界 🌍\\n\"}}]}\n\n"
-    "data: {\"choices\":[{\"index\":0,\n"
-    "data: \"delta\":{\"content\":\"👩‍💻 \\\"quoted\\\" \\\\ done\"}}]}\n\n"
-    CHUNK("{\"content\":null}")
-    "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
-    "data: {\"id\":\"chatcmpl-1\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,"
-    "\"completion_tokens\":34,\"total_tokens\":46}}\n\n"
-    "data: [DONE]\n\n"
-    "data: {\"choices\":[{\"delta\":{\"content\":\"after done\"}}]}\n\n";
+static void add(struct buf *b, const char *text)
+{
+    assert_int_equal(buf_append_str(b, text), CHATD_OK);
+}
+
+/* The sample stream with LF line ends (free() the result). */
+static char *sample(void)
+{
+    struct buf b = BUF_INIT;
+    add(&b, ": OPENROUTER PROCESSING\n\n");
+    add_chunk(&b, "{\"role\":\"assistant\",\"content\":\"\"}");
+    add_chunk(&b, "{\"role\":\"assistant\",\"content\":null,\"reasoning_content\":\"用户在问\"}");
+    add_chunk(&b, "{\"content\":null,\"reasoning_content\":\"候。🤔 Think\"}");
+    add(&b, "id: 17\nretry: 3000\n");
+    add_chunk(&b, "{\"content\":\"你好\",\"reasoning_content\":null}");
+    add(&b, ": keep-alive\n");
+    /* no space after the colon */
+    add(&b, "data:{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"，世界 🌍\\n\"}}]}\n\n");
+    /* one JSON text over two data lines */
+    add(&b, "data: {\"choices\":[{\"index\":0,\n");
+    add(&b, "data: \"delta\":{\"content\":\"👩‍💻 \\\"quoted\\\" \\\\ done\"}}]}\n\n");
+    add_chunk(&b, "{\"content\":null}");
+    add(&b, "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n");
+    /* usage only */
+    add(&b, "data: {\"id\":\"chatcmpl-1\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,"
+            "\"completion_tokens\":34,\"total_tokens\":46}}\n\n");
+    add(&b, "data: [DONE]\n\n");
+    /* ignored: after [DONE] */
+    add(&b, "data: {\"choices\":[{\"delta\":{\"content\":\"after done\"}}]}\n\n");
+    return buf_take(&b);
+}
 
 static const char sample_want[] = "R:用户在问|R:候。🤔 Think|C:你好|C:，世界 🌍\n|"
                                   "C:👩‍💻 \"quoted\" \\ done|";
@@ -136,25 +157,31 @@ static void every_split(const char *s, size_t n, const char *want)
 static void sample_lf_every_split(void **state)
 {
     (void)state;
-    every_split(sample, strlen(sample), sample_want);
+    char *s = sample();
+    every_split(s, strlen(s), sample_want);
+    free(s);
 }
 
 static void sample_crlf_every_split(void **state)
 {
     (void)state;
     size_t n;
-    char *s = with_eol(sample, "\r\n", &n);
+    char *lf = sample();
+    char *s = with_eol(lf, "\r\n", &n);
     every_split(s, n, sample_want);
     free(s);
+    free(lf);
 }
 
 static void sample_cr_every_split(void **state)
 {
     (void)state;
     size_t n;
-    char *s = with_eol(sample, "\r", &n);
+    char *lf = sample();
+    char *s = with_eol(lf, "\r", &n);
     every_split(s, n, sample_want);
     free(s);
+    free(lf);
 }
 
 static void sample_bom_every_split(void **state)
@@ -163,8 +190,10 @@ static void sample_bom_every_split(void **state)
     /* the BOM right before a data field: unstripped, it would hide it */
     struct buf b = BUF_INIT;
     assert_int_equal(buf_append_str(&b, "\xef\xbb\xbf"), CHATD_OK);
-    assert_int_equal(buf_append_str(&b, CHUNK("{\"content\":\"B\"}")), CHATD_OK);
-    assert_int_equal(buf_append_str(&b, sample), CHATD_OK);
+    char *lf = sample();
+    add_chunk(&b, "{\"content\":\"B\"}");
+    add(&b, lf);
+    free(lf);
     struct buf want = BUF_INIT;
     assert_int_equal(buf_append_str(&want, "C:B|"), CHATD_OK);
     assert_int_equal(buf_append_str(&want, sample_want), CHATD_OK);
@@ -202,12 +231,13 @@ static void mixed_line_ends_every_split(void **state)
 static void short_sample_every_3_split(void **state)
 {
     (void)state;
-    static const char s[] = "\xef\xbb\xbf"
-                            "data: {\"choices\":[{\"delta\":{\"reasoning_content\":\"思\"}}]}\r\n\r\n"
-                            ":c\r\n"
-                            "data:{\"choices\":[{\"delta\":{\"content\":\"好🌟\"}}]}\r\n\r\n"
-                            "data: {\"choices\":[]}\r\n\r\n"
-                            "data: [DONE]\r\n\r\n";
+    static const char s[] =
+        "\xef\xbb\xbf"
+        "data: {\"choices\":[{\"delta\":{\"reasoning_content\":\"思\"}}]}\r\n\r\n"
+        ":c\r\n"
+        "data:{\"choices\":[{\"delta\":{\"content\":\"好🌟\"}}]}\r\n\r\n"
+        "data: {\"choices\":[]}\r\n\r\n"
+        "data: [DONE]\r\n\r\n";
     size_t n = sizeof s - 1;
     for (size_t a = 0; a <= n; a++) {
         for (size_t b = a; b <= n; b++) {
@@ -347,8 +377,9 @@ static void error_event(void **state)
     upstream_sse_release(&p);
 
     /* an error member in an unnamed event (mock-llm's mock:error-event) */
-    assert_int_equal(feed_all(&p, &r, "data: {\"error\": {\"message\": \"mock stream error\"}}\n\n"),
-                     CHATD_EUPSTREAM);
+    assert_int_equal(
+        feed_all(&p, &r, "data: {\"error\": {\"message\": \"mock stream error\"}}\n\n"),
+        CHATD_EUPSTREAM);
     assert_string_equal(p.error.ptr, "mock stream error");
     upstream_sse_release(&p);
 
@@ -364,7 +395,8 @@ static void error_event(void **state)
 
     /* "error": null is no error */
     assert_int_equal(
-        feed_all(&p, &r, "data: {\"error\":null,\"choices\":[{\"delta\":{\"content\":\"ok\"}}]}\n\n"),
+        feed_all(&p, &r,
+                 "data: {\"error\":null,\"choices\":[{\"delta\":{\"content\":\"ok\"}}]}\n\n"),
         CHATD_OK);
     assert_string_equal(r.log.ptr, "C:ok|");
     buf_release(&r.log);
@@ -573,8 +605,8 @@ static void decode_reply(void **state)
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(buf_append_str(&ans, "before"), CHATD_OK);
-        assert_int_equal(
-            upstream_decode_reply(bad[i].in, strlen(bad[i].in), &ans, &rsn, &why), CHATD_EINVAL);
+        assert_int_equal(upstream_decode_reply(bad[i].in, strlen(bad[i].in), &ans, &rsn, &why),
+                         CHATD_EINVAL);
         if (!strstr(why.ptr, bad[i].says))
             fail_msg("'%s': why '%s' lacks '%s'", bad[i].in, why.ptr, bad[i].says);
         assert_excerpt_ok(why.ptr);
