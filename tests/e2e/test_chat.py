@@ -12,7 +12,7 @@ import time
 import unittest
 import uuid
 
-from harness import (SSE, UUID4_RE, ChatdCase, Response, canonical, check_stream, db_conversation,
+from harness import (SSE, UUID4_RE, ChatdCase, RawConn, Response, build_request, canonical, check_stream, db_conversation,
                      db_query, demo_answer, loads, quote_path, t, tokens_answer, wait_for)
 
 
@@ -256,6 +256,11 @@ class ChatTests(ChatCase):
                 self.assertEqual(res.content, plain)
                 hist = self.wait_history(res.done["conversation_id"], 2)
                 self.assertEqual(hist["history"][1]["content"], plain)
+        msg = "framing mock:reasoning=3 mock:tokens=3 mock:split mock:crlf"
+        res, _ = self.stream(msg)
+        self.assertEqual(res.reasonings, ["r1 ", "r2 ", "r3"])
+        self.assertEqual(res.content, "w1 w2 w3")
+        self.assertEqual(self.chat(msg)["response"], "w1 w2 w3")
         echo = "拆分 UTF-8 🌟 é mock:echo mock:split mock:crlf"
         res, _ = self.stream(echo)
         self.assertEqual(res.content, "user:" + echo)
@@ -586,6 +591,102 @@ class ChatTests(ChatCase):
         if errors:
             raise errors[0]
         self.assertEqual(len(set(results)), 20)
+
+    def test_parallel_exchanges_in_one_conversation_stay_whole(self):
+        cid = self.chat("shared start mock:tokens=1")["conversation_id"]
+        expected = {}
+
+        def one(i):
+            msg = "shared %d mock:tokens=%d mock:delay=20" % (i, i + 1)
+            expected[msg] = tokens_answer(i + 1)
+            if i % 2:
+                res, _ = self.stream(msg, cid)
+                self.assertEqual(res.content, tokens_answer(i + 1))
+                self.assertEqual(res.done["conversation_id"], cid)
+            else:
+                obj = self.chat(msg, cid)
+                self.assertEqual(obj["response"], tokens_answer(i + 1))
+                self.assertEqual(obj["conversation_id"], cid)
+        results = run_parallel(one, 10)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+        hist = self.wait_history(cid, 22)
+        pairs = self.pairs(hist)
+        self.assertEqual(len(pairs), 22)
+        for k in range(2, 22, 2):
+            role, msg = pairs[k]
+            self.assertEqual(role, "user")
+            self.assertEqual(pairs[k + 1], ("assistant", expected[msg]), "exchange split apart")
+        self.assertEqual(sorted(p[1] for p in pairs[2::2]), sorted(expected))
+
+    def test_large_answers(self):
+        n = 20000
+        full = tokens_answer(n)
+        obj = self.chat("big mock:tokens=%d mock:delay=0" % n)
+        self.assertEqual(obj["response"], full)
+        res, _ = self.stream("big stream mock:tokens=%d mock:delay=0" % n)
+        self.assertEqual(res.content, full)
+        # a client that does not read for a while gets everything afterwards
+        sse = SSE(self.port, "big slow reader mock:tokens=%d mock:delay=0" % n)
+        time.sleep(2)
+        res = check_stream(self, sse)
+        sse.close()
+        self.assertEqual(res.content, full)
+        self.assertIsNotNone(res.done)
+        hist = self.wait_history(res.done["conversation_id"], 2)
+        self.assertEqual(hist["history"][1]["content"], full)
+
+    def test_disconnect_before_first_token(self):
+        cancelled = self.mock.stats()["cancelled"]
+        c = RawConn(self.port)
+        c.send(build_request("POST", "/api/chat-stream", {"message": "leave early mock:tokens=3 mock:delay=3000"}))
+        time.sleep(0.5)
+        c.close()
+        self.assertTrue(wait_for(lambda: self.mock.stats()["cancelled"] > cancelled, t(4)),
+                        "upstream not cancelled: %r" % self.mock.stats())
+        self.assertTrue(wait_for(lambda: self.mock.stats()["active"] == 0, t(4)))
+        self.assert_json(self.req("GET", "/health"), 200)
+
+    def test_disconnect_during_chat(self):
+        c = RawConn(self.port)
+        c.send(build_request("POST", "/api/chat", {"message": "impatient mock:tokens=20 mock:delay=100"}))
+        time.sleep(0.5)
+        c.close()
+        # the upstream call does not outlive the answer it was for
+        self.assertTrue(wait_for(lambda: self.mock.stats()["active"] == 0, t(8)))
+        self.assert_json(self.req("GET", "/health"), 200)
+
+    def test_concurrent_streams_with_half_disconnecting(self):
+        n = 40
+        cancelled = self.mock.stats()["cancelled"]
+
+        def one(i):
+            msg = "churn %d mock:tokens=40 mock:delay=25" % i
+            sse = SSE(self.port, msg, timeout=t(60))
+            try:
+                if i % 2:
+                    self.assertEqual(sse.status, 200)
+                    self.assertIsNotNone(sse.next_data_event())
+                    return None
+                res = check_stream(self, sse)
+                self.assertEqual(res.content, tokens_answer(40))
+                self.assertIsNotNone(res.done)
+                return res.done["conversation_id"]
+            finally:
+                sse.close()
+        results = run_parallel(one, n)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+        self.assertTrue(wait_for(lambda: self.mock.stats()["cancelled"] >= cancelled + n // 2, t(5)),
+                        "cancelled %r, expected +%d" % (self.mock.stats(), n // 2))
+        self.assertTrue(wait_for(lambda: self.mock.stats()["active"] == 0, t(5)))
+        for cid in results:
+            if cid:
+                hist = self.wait_history(cid, 2)
+                self.assertEqual(hist["history"][1]["content"], tokens_answer(40))
+        self.assert_json(self.req("GET", "/health"), 200)
 
     # -- heartbeat
 

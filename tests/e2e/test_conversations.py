@@ -232,6 +232,11 @@ class ExpiryTests(ChatdCase):
         gone = wait_for(lambda: db_conversation(self.db_path, cid) == (None, []), t(5))
         self.assertTrue(gone, "expired conversation still in the database: %r"
                         % (db_conversation(self.db_path, cid),))
+        # ... and the cache entries of every expired conversation; what is left are
+        # the two new conversations' answers
+        self.assertTrue(wait_for(lambda: self.health_counts() == (2, 2), t(5)),
+                        "health after the sweep: %r" % (self.health_counts(),))
+        self.assertEqual(db_counts(self.db_path), (2, 4))
 
     def test_activity_keeps_a_conversation_alive(self):
         cid = self.chat("alive 0 mock:tokens=1")["conversation_id"]

@@ -7,13 +7,15 @@ SIGTERM/SIGINT with a stream running.
 import os
 import shutil
 import signal
+import socket
+import threading
 import subprocess
 import tempfile
 import time
 import unittest
 
 import harness
-from harness import (SSE, ChatdCase, Chatd, Mock, check_stream, db_conversation, loads, quote_path,
+from harness import (SSE, ChatdCase, Chatd, Mock, check_stream, db_conversation, db_query, loads, quote_path,
                      run_chatd_to_exit, t, tokens_answer, wait_for)
 
 FLAGS = ["--host", "--port", "--db", "--llm-url", "--llm-key", "--llm-model", "--llm-timeout", "--history",
@@ -84,6 +86,25 @@ class ConfigTests(unittest.TestCase):
                         secret = s
                 self.assert_refused(args, secret=secret)
         self.assertFalse(os.path.exists(os.path.join(self.tmp, "missing")))
+
+    def test_bad_listen_address_exits_2_with_one_line(self):
+        for host in ("999.1.1.1", "not an address"):
+            with self.subTest(host=host):
+                self.assert_refused(self.base(host=host))
+
+    def test_port_in_use_exits_2(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        try:
+            rc, out, err = run_chatd_to_exit(self.base(port=str(port)))
+        finally:
+            s.close()
+        text = err.decode("utf-8", "replace")
+        self.assertEqual(rc, 2, text)
+        self.assertIn(str(port), text.strip().splitlines()[-1], "the last line names the port")
+        self.assertNotIn("listening on", text)
 
     def test_bad_settings_from_environment(self):
         self.assert_refused(self.base(port=None), env={"CHATD_PORT": "70000"})
@@ -221,6 +242,35 @@ class RestartTests(unittest.TestCase):
         self.assertEqual(r.status, 200, r)
         self.assertEqual([(m["role"], m["content"]) for m in r.json()["history"]], [("user", msg), ("assistant", stored)])
         self.stop()
+
+    def test_graceful_stop_with_a_waiting_chat(self):
+        c = self.start()
+        msg = "long wait mock:tokens=300 mock:delay=100"
+        result = {}
+
+        def ask():
+            try:
+                result["resp"] = harness.request(c.port, "POST", "/api/chat", {"message": msg}, timeout=t(40))
+            except Exception as e:  # a closed connection is an acceptable end
+                result["error"] = e
+        th = threading.Thread(target=ask)
+        th.start()
+        wait_for(lambda: self.mock.stats()["active"] == 1, t(5))
+        start = time.monotonic()
+        c.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = c.proc.wait(t(12))
+        except subprocess.TimeoutExpired:
+            rc = "still running after %ss" % t(12)
+        self.assertEqual(rc, 0, "exit status after SIGTERM with a waiting chat; stderr tail:\n%s"
+                         % c.stderr_text()[-4000:])
+        self.assertLess(time.monotonic() - start, t(12))
+        th.join(t(40))
+        # never half an exchange
+        rows = db_query(c.db_path, "SELECT conversation_id, role FROM messages")
+        self.assertIn(len(rows), (0, 2), rows)
+        if rows:
+            self.assertEqual([r for _, r in rows], ["user", "assistant"])
 
     def test_sigint_and_sigterm_when_idle(self):
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -9,7 +9,7 @@ import time
 import unittest
 import uuid
 
-from harness import (ChatdCase, RawConn, SSE, UUID4_RE, build_request, db_conversation,
+from harness import (ChatdCase, RawConn, SSE, UUID4_RE, build_request, db_conversation, demo_answer,
                      quote_path, raw_request, t, tokens_answer, wait_for)
 
 MAX_BODY = 65536
@@ -205,6 +205,7 @@ class ProtocolTests(ChatdCase):
             ("utf-8 surrogate", b'{"message": "\xed\xa0\x80"}'),
             ("invalid utf-8 outside strings", b'{"message": "hi"}\xff'),
             ("invalid utf-8 in a key", b'{"mess\xffage": "hi", "message": "hi"}'),
+            ("lone surrogate escape", b'{"message": "\\ud800 hi"}'),
         ]
 
     def test_bad_bodies_are_400_and_store_nothing(self):
@@ -425,6 +426,67 @@ class ProtocolTests(ChatdCase):
         # method, path, status, bytes, milliseconds: at least three numbers besides the path
         self.assertGreaterEqual(len(re.findall(r"\b\d+(?:\.\d+)?", probe[0].replace(marker, ""))), 3, probe[0])
         self.assertTrue(chat, "access-log line for POST /api/chat")
+
+    def test_whitespace_message_is_a_message(self):
+        obj = self.chat("   ")
+        self.assertEqual(obj["response"], demo_answer("   "))
+
+    def test_pretty_printed_body_with_extra_fields(self):
+        body = b'\n  {\n\t"extra": [1, 2, {"x": null}],\n  "message" :  "pretty mock:tokens=2" ,\n  "conversation_id": null\n}\n'
+        obj = self.assert_json(self.req("POST", "/api/chat", body), 200)
+        self.assertEqual(obj["response"], "w1 w2")
+
+    def test_nul_in_message_is_refused_or_kept_whole(self):
+        before = self.counts()
+        resp = self.req("POST", "/api/chat", b'{"message": "nul\\u0000byte mock:echo"}')
+        if resp.status == 400:
+            self.assert_error(resp, 400)
+            self.assertEqual(self.counts(), before)
+        else:
+            obj = self.assert_json(resp, 200)
+            hist = self.history(obj["conversation_id"])
+            self.assertEqual(hist["history"][0]["content"], "nul\x00byte mock:echo", "message truncated")
+
+    def test_deeply_nested_json_does_not_crash(self):
+        before = self.counts()
+        for depth in (100, 5000, 20000):
+            with self.subTest(depth=depth):
+                body = b'{"message": "deep mock:tokens=1", "x": ' + b"[" * depth + b"]" * depth + b"}"
+                resp = self.req("POST", "/api/chat", body)
+                self.assertIn(resp.status, (200, 400), resp)
+                if resp.status == 400:
+                    self.assert_error(resp, 400)
+        self.assert_json(self.req("GET", "/health"), 200)
+        self.assertLessEqual(self.counts()[0], before[0] + 3)
+
+    def test_pipelined_requests_are_answered_in_order(self):
+        c = RawConn(self.port, timeout=t(10))
+        try:
+            c.send(build_request("GET", "/health") +
+                   build_request("POST", "/api/chat", {"message": "pipelined mock:tokens=2"}) +
+                   build_request("GET", "/api/conversations/" + self.baseline_id))
+            r1 = c.read_response()
+            r2 = c.read_response()
+            r3 = c.read_response()
+        finally:
+            c.close()
+        self.assert_json(r1, 200)
+        self.assertEqual(self.assert_json(r2, 200)["response"], "w1 w2")
+        self.assertEqual(r3.body, self.baseline_body)
+
+    def test_slowly_sent_body(self):
+        body = b'{"message": "trickled in mock:tokens=3"}'
+        c = RawConn(self.port, timeout=t(10))
+        try:
+            c.send(("POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    "Content-Length: %d\r\n\r\n" % len(body)).encode())
+            for i in range(0, len(body), 10):
+                time.sleep(0.15)
+                c.send(body[i:i + 10])
+            resp = c.read_response()
+        finally:
+            c.close()
+        self.assertEqual(self.assert_json(resp, 200)["response"], "w1 w2 w3")
 
     def test_zz_server_up_and_data_intact_after_everything(self):
         self.assert_json(self.req("GET", "/health"), 200)
