@@ -363,21 +363,27 @@ static bool has_prefix(const char *s, const char *prefix)
     return strncasecmp(s, prefix, strlen(prefix)) == 0;
 }
 
+/* Database schemes are matched exactly, as store_open() matches them. */
+static bool has_db_scheme(const char *s, const char *scheme)
+{
+    return strncmp(s, scheme, strlen(scheme)) == 0;
+}
+
 static const char *parse_db(const char *v, struct db_url *u)
 {
     const char *rest;
     memset(u, 0, sizeof *u);
-    if (has_prefix(v, "sqlite:")) {
+    if (has_db_scheme(v, "sqlite:")) {
         u->kind = DB_SQLITE;
         if (!v[7])
             return "the path is empty (sqlite:PATH)";
         u->path = xstrdup(v + 7);
         return NULL;
     }
-    if (has_prefix(v, "postgresql://") || has_prefix(v, "postgres://")) {
+    if (has_db_scheme(v, "postgresql://") || has_db_scheme(v, "postgres://")) {
         u->kind = DB_POSTGRESQL;
         u->port = 5432;
-    } else if (has_prefix(v, "mysql://")) {
+    } else if (has_db_scheme(v, "mysql://")) {
         u->kind = DB_MYSQL;
         u->port = 3306;
     } else {

@@ -378,7 +378,7 @@ static void db_urls(void **state)
     assert_string_equal(c.db_url.host, "h");
     config_release(&c);
 
-    load_ok(&c, NULL, ARGS("--db", "SQLite:relative/dir/chatd.db"));
+    load_ok(&c, NULL, ARGS("--db", "sqlite:relative/dir/chatd.db"));
     assert_int_equal(c.db_url.kind, DB_SQLITE);
     assert_string_equal(c.db_url.path, "relative/dir/chatd.db");
     config_release(&c);
@@ -402,6 +402,7 @@ static void db_urls(void **state)
         {"mysql://h/db?ssl=1", "cannot parse 'mysql://h/db?***': query parameters"},
         {"postgresql://[::1/db", "lacks its ']'"},
         {"mongodb://h/db", "expected sqlite:PATH, postgresql://... or mysql://..."},
+        {"SQLite:x.db", "expected sqlite:PATH"}, /* exact, as store_open() matches */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         expect_err_has(NULL, ARGS("--db", bad[i].url), bad[i].says);
