@@ -889,14 +889,17 @@ def closed_port():
 
 
 class UnreachableUpstreamTests(ChatCase):
-    """An upstream that refuses connections: 502, nothing stored, server fine."""
+    """An upstream that refuses connections: 502, nothing stored, server fine, key not shown."""
+
+    KEY = "sk-e2e-unreachable-HIDDENKEY42"
 
     @classmethod
     def setUpClass(cls):
         import harness
         cls.mock = harness.Mock()  # only for the base class's teardown
         try:
-            cls.chatd = harness.Chatd("http://127.0.0.1:%d/v1" % closed_port())
+            cls.chatd = harness.Chatd("http://127.0.0.1:%d/v1" % closed_port(),
+                                      ("--llm-key", cls.KEY, "--log-level", "debug"))
         except BaseException:
             cls.mock.stop()
             raise
@@ -905,11 +908,36 @@ class UnreachableUpstreamTests(ChatCase):
 
     def test_unreachable_upstream_is_502(self):
         counts = self.counts()
-        self.assert_error(self.req("POST", "/api/chat", {"message": "anyone there?"}), 502)
-        self.assert_error(self.stream_error("anyone there?"), 502)
-        self.assert_error(self.stream_error("anyone there?", method="GET"), 502)
+        seen = [self.req("POST", "/api/chat", {"message": "anyone there?"}),
+                self.stream_error("anyone there?"), self.stream_error("anyone there?", method="GET")]
+        for r in seen:
+            self.assert_error(r, 502)
+            self.assertNotIn(b"HIDDENKEY42", r.raw_bytes())
         self.assertEqual(self.counts(), counts)
         self.assert_json(self.req("GET", "/health"), 200)
+        time.sleep(0.2)
+        self.assertNotIn("HIDDENKEY42", self.chatd.stderr_text())
+
+
+class LlmUrlTrailingSlashTests(ChatCase):
+    """--llm-url with a trailing slash still reaches BASE/chat/completions."""
+
+    @classmethod
+    def setUpClass(cls):
+        import harness
+        cls.mock = harness.Mock()
+        try:
+            cls.chatd = harness.Chatd(cls.mock.url + "/", ("--llm-model", "e2e-model"))
+        except BaseException:
+            cls.mock.stop()
+            raise
+        cls.port = cls.chatd.port
+        cls.db_path = cls.chatd.db_path
+
+    def test_trailing_slash_in_llm_url(self):
+        self.assertEqual(self.chat("slash url mock:tokens=2")["response"], "w1 w2")
+        res, _ = self.stream("slash url stream mock:tokens=2")
+        self.assertEqual(res.content, "w1 w2")
 
 
 if __name__ == "__main__":

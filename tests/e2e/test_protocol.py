@@ -162,6 +162,15 @@ class ProtocolTests(ChatdCase):
             r.read()
             self.assertEqual(r.status, 200)
             self.assertIs(conn.sock, sock, "connection was not kept alive")
+            # answers to requests without a body need not cost the connection either
+            for method, path, status in (("GET", "/nope", 404), ("GET", "/api/chat", 405),
+                                         ("GET", "/api/conversations/nope", 404), ("OPTIONS", "/api/chat", 204),
+                                         ("GET", "/health", 200)):
+                conn.request(method, path)
+                r = conn.getresponse()
+                r.read()
+                self.assertEqual(r.status, status)
+                self.assertIs(conn.sock, sock, "connection closed after %s %s (%d)" % (method, path, status))
         finally:
             conn.close()
 
