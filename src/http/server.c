@@ -47,6 +47,7 @@
 #define HEARTBEAT_USEC  (15 * USEC_PER_SEC)
 #define FD_RESERVE      128 /* descriptors kept for files, the database, epoll, eventfds */
 #define STREAM_BLOCK    (16 * 1024)
+#define RESUME_BATCH_USEC 5000 /* how long wake-ups are collected before resuming */
 #define ALLOWED_METHODS "GET, POST, DELETE, OPTIONS"
 #define ALLOWED_HEADERS "Content-Type, Authorization, Range, If-None-Match, Last-Event-ID"
 #define EXPOSED_HEADERS                                                                            \
@@ -64,6 +65,16 @@ struct http_server {
     pthread_cond_t tick;
     pthread_t ticker;
     bool ticker_started;
+    /* Streams to resume, collected for a few ms and resumed together:
+     * each resume makes libmicrohttpd's worker walk its whole list of
+     * suspended connections, so one walk per batch instead of one per
+     * token. A leaf lock: nothing else is taken while holding it. */
+    pthread_mutex_t rq_lock;
+    pthread_cond_t rq_cond;
+    struct http_stream *rq;        /* singly linked through rq_next */
+    bool rq_stopping;
+    pthread_t resumer;
+    bool resumer_started;
 };
 
 struct http_request {
@@ -107,6 +118,8 @@ struct http_stream {
     bool ok;                     /* ...and the response is complete */
     bool closed;                 /* the request is over */
     bool heartbeat;
+    bool resume_queued;          /* on srv->rq (holding a reference) */
+    struct http_stream *rq_next;
     int64_t last_write;          /* monotonic usec */
     uint64_t sent;               /* bytes handed to MHD */
     http_pull_fn pull;
@@ -310,13 +323,63 @@ void http_resume(struct http_request *req)
 
 /* ---- streams ---- */
 
+/* Wakes the reader: if it sleeps, queue the connection for the resumer.
+ * The caller holds s->lock. */
 static void stream_wake_locked(struct http_stream *s)
 {
     s->wake = true;
-    if (s->suspended && s->conn) {
-        s->suspended = false;
-        MHD_resume_connection(s->conn);
+    if (!s->suspended || !s->conn || s->resume_queued)
+        return;
+    struct http_server *srv = s->srv;
+    s->resume_queued = true;
+    s->refs++; /* the queue's reference */
+    pthread_mutex_lock(&srv->rq_lock);
+    bool first = !srv->rq;
+    s->rq_next = srv->rq;
+    srv->rq = s;
+    if (first)
+        pthread_cond_signal(&srv->rq_cond);
+    pthread_mutex_unlock(&srv->rq_lock);
+}
+
+static void stream_unref(struct http_stream *s);
+
+/* Resumes queued streams in batches (see struct http_server). */
+static void *resumer_main(void *arg)
+{
+    struct http_server *srv = arg;
+    pthread_mutex_lock(&srv->rq_lock);
+    for (;;) {
+        while (!srv->rq && !srv->rq_stopping)
+            pthread_cond_wait(&srv->rq_cond, &srv->rq_lock);
+        if (!srv->rq && srv->rq_stopping)
+            break;
+        if (!srv->rq_stopping) {
+            /* Let more wake-ups gather. */
+            pthread_mutex_unlock(&srv->rq_lock);
+            struct timespec ts = {0, RESUME_BATCH_USEC * 1000};
+            nanosleep(&ts, NULL);
+            pthread_mutex_lock(&srv->rq_lock);
+        }
+        struct http_stream *list = srv->rq;
+        srv->rq = NULL;
+        pthread_mutex_unlock(&srv->rq_lock);
+        while (list) {
+            struct http_stream *s = list;
+            list = s->rq_next;
+            pthread_mutex_lock(&s->lock);
+            s->resume_queued = false;
+            if (s->suspended && s->conn) {
+                s->suspended = false;
+                MHD_resume_connection(s->conn);
+            }
+            pthread_mutex_unlock(&s->lock);
+            stream_unref(s);
+        }
+        pthread_mutex_lock(&srv->rq_lock);
     }
+    pthread_mutex_unlock(&srv->rq_lock);
+    return NULL;
 }
 
 static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
@@ -820,6 +883,8 @@ enum chatd_err http_server_start(const struct http_options *opt, struct http_ser
     srv->opt = *opt;
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->tick, NULL);
+    pthread_mutex_init(&srv->rq_lock, NULL);
+    pthread_cond_init(&srv->rq_cond, NULL);
 
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
@@ -840,6 +905,12 @@ enum chatd_err http_server_start(const struct http_options *opt, struct http_ser
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
     srv->port = info ? info->port : opt->port;
+    if (pthread_create(&srv->resumer, NULL, resumer_main, srv) != 0) {
+        snprintf(why, why_len, "cannot start the resumer thread");
+        http_server_free(srv);
+        return CHATD_EIO;
+    }
+    srv->resumer_started = true;
     if (pthread_create(&srv->ticker, NULL, ticker_main, srv) != 0) {
         snprintf(why, why_len, "cannot start the heartbeat thread");
         http_server_free(srv);
@@ -886,6 +957,15 @@ void http_server_free(struct http_server *srv)
     if (srv->ticker_started)
         pthread_join(srv->ticker, NULL);
     if (srv->daemon) {
+        /* Streams still queued for resuming are resumed below directly. */
+        pthread_mutex_lock(&srv->rq_lock);
+        srv->rq_stopping = true;
+        pthread_cond_signal(&srv->rq_cond);
+        pthread_mutex_unlock(&srv->rq_lock);
+        if (srv->resumer_started) {
+            pthread_join(srv->resumer, NULL);
+            srv->resumer_started = false;
+        }
         /* MHD must not be stopped with connections still suspended. */
         pthread_mutex_lock(&srv->lock);
         for (struct http_request *req = srv->requests; req; req = req->next) {
@@ -900,13 +980,31 @@ void http_server_free(struct http_server *srv)
                     s->ended = true;
                     s->ok = false;
                 }
-                stream_wake_locked(s);
+                s->wake = true;
+                if (s->suspended && s->conn) {
+                    s->suspended = false;
+                    MHD_resume_connection(s->conn);
+                }
                 pthread_mutex_unlock(&s->lock);
             }
         }
         pthread_mutex_unlock(&srv->lock);
         MHD_stop_daemon(srv->daemon);
     }
+    while (srv->rq) { /* woken after the resumer left: only drop the reference */
+        struct http_stream *s = srv->rq;
+        srv->rq = s->rq_next;
+        stream_unref(s);
+    }
+    if (srv->resumer_started) { /* start failed after the resumer began */
+        pthread_mutex_lock(&srv->rq_lock);
+        srv->rq_stopping = true;
+        pthread_cond_signal(&srv->rq_cond);
+        pthread_mutex_unlock(&srv->rq_lock);
+        pthread_join(srv->resumer, NULL);
+    }
+    pthread_cond_destroy(&srv->rq_cond);
+    pthread_mutex_destroy(&srv->rq_lock);
     pthread_cond_destroy(&srv->tick);
     pthread_mutex_destroy(&srv->lock);
     free(srv);

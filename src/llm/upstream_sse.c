@@ -32,6 +32,8 @@
  */
 #include "llm/upstream_sse.h"
 
+#include "llm/chunk_scan.h"
+
 #include <assert.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -165,6 +167,7 @@ void upstream_sse_init(struct upstream_sse *p, const struct upstream_sse_callbac
     buf_init(&p->data, UPSTREAM_SSE_MAX_LINE);
     buf_init(&p->event, UPSTREAM_SSE_MAX_LINE);
     buf_init(&p->error, 0);
+    buf_init(&p->scratch, UPSTREAM_SSE_MAX_LINE);
     p->err = CHATD_OK;
     p->cb = cb;
     p->arg = arg;
@@ -176,6 +179,7 @@ void upstream_sse_release(struct upstream_sse *p)
     buf_release(&p->data);
     buf_release(&p->event);
     buf_release(&p->error);
+    buf_release(&p->scratch);
 }
 
 bool upstream_sse_done(const struct upstream_sse *p)
@@ -267,6 +271,42 @@ out:
     json_decref(root);
 }
 
+/* Reports one piece found by chunk_scan(); false once p failed. */
+static bool report_fast(struct upstream_sse *p, const struct chunk_text *t,
+                        enum upstream_delta kind)
+{
+    const char *text = t->ptr;
+    size_t len = t->len;
+    if (!text || !len)
+        return true;
+    if (t->escaped) {
+        buf_reset(&p->scratch);
+        if (chunk_unescape(t, &p->scratch) != CHATD_OK) {
+            (void)buf_append_str(fail(p, CHATD_ETOOBIG), "upstream sent a piece too large");
+            return false;
+        }
+        text = p->scratch.ptr;
+        len = p->scratch.len;
+    }
+    if (len && p->cb->delta(p->arg, kind, text, len)) {
+        (void)buf_append_str(fail(p, CHATD_ECANCELLED), "stopped by the delta callback");
+        return false;
+    }
+    return true;
+}
+
+/* The common case without building a JSON tree (chunk_scan.h); false if
+ * the chunk needs the full decoder. */
+static bool decode_fast(struct upstream_sse *p, const char *d, size_t n)
+{
+    struct chunk_fields f;
+    if (!chunk_scan(d, n, &f))
+        return false;
+    if (report_fast(p, &f.reasoning, UPSTREAM_REASONING))
+        report_fast(p, &f.content, UPSTREAM_CONTENT);
+    return true;
+}
+
 /* One complete event: its data is in p->data, its name in p->event. */
 static void dispatch(struct upstream_sse *p)
 {
@@ -287,7 +327,7 @@ static void dispatch(struct upstream_sse *p)
                     struct buf *e = fail(p, CHATD_EINVAL);
                     (void)buf_append_str(e, "upstream sent an event that is not a JSON object: ");
                     put_excerpt(e, d, n);
-                } else {
+                } else if (!decode_fast(p, d, n)) {
                     decode_chunk(p, d, n);
                 }
             }

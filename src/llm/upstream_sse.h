@@ -54,6 +54,7 @@ struct upstream_sse {
     bool done;          /* [DONE] was seen; later input is ignored */
     bool failed;        /* an error was reported; later input is ignored */
     struct buf error;   /* human-readable reason when failed */
+    struct buf scratch; /* a decoded piece that held escapes */
     enum chatd_err err; /* why it failed: as upstream_sse_feed() returns */
     size_t events;      /* events decoded so far (for tests and logs) */
     const struct upstream_sse_callbacks *cb;
