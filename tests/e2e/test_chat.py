@@ -688,6 +688,28 @@ class ChatTests(ChatCase):
                 self.assertEqual(hist["history"][1]["content"], tokens_answer(40))
         self.assert_json(self.req("GET", "/health"), 200)
 
+    def test_delete_during_a_stream_leaves_no_orphans(self):
+        cid = self.chat("to be deleted mock:tokens=1")["conversation_id"]
+        sse = SSE(self.port, "outlive it mock:tokens=20 mock:delay=50", cid)
+        try:
+            self.assertEqual(sse.status, 200, sse.body)
+            self.assertIsNotNone(sse.next_data_event())
+            self.assert_json(self.req("DELETE", "/api/conversations/" + cid), 200,
+                             {"status": "成功", "message": "会话历史已清除"})
+            res = check_stream(self, sse)
+        finally:
+            sse.close()
+        self.assertTrue(res.done or res.error)
+        time.sleep(0.3)
+        orphans = db_query(self.db_path, "SELECT COUNT(*) FROM messages WHERE conversation_id NOT IN "
+                                         "(SELECT id FROM conversations)")[0][0]
+        self.assertEqual(orphans, 0, "messages stored for a deleted conversation")
+        r = self.req("GET", "/api/conversations/" + cid)
+        self.assertIn(r.status, (200, 404))
+        if r.status == 200:
+            self.assertEqual([(m["role"], m["content"]) for m in r.json()["history"]],
+                             [("user", "outlive it mock:tokens=20 mock:delay=50"), ("assistant", tokens_answer(20))])
+
     # -- heartbeat
 
     def test_idle_stream_gets_heartbeat(self):

@@ -9,7 +9,7 @@ import time
 import unittest
 import uuid
 
-from harness import (HEALTH_TS_RE, TS_RE, ChatdCase, db_conversation, db_counts, db_query, quote_path, t,
+from harness import (HEALTH_TS_RE, SSE, TS_RE, ChatdCase, check_stream, db_conversation, db_counts, db_query, quote_path, t,
                      tokens_answer, wait_for)
 
 NOT_FOUND = {"status": "error", "message": "Conversation not found"}
@@ -256,6 +256,25 @@ class ExpiryTests(ChatdCase):
             res, _ = self.stream("alive stream %d mock:tokens=1" % i, cid, method="GET")
             self.assertEqual(res.done["conversation_id"], cid)
 
+
+    def test_zz_expiry_during_a_stream_leaves_no_orphans(self):
+        cid = self.chat("expires mid stream mock:tokens=1")["conversation_id"]
+        time.sleep(1.5)
+        sse = SSE(self.port, "long one mock:tokens=30 mock:delay=100", cid)
+        try:
+            res = check_stream(self, sse)
+        finally:
+            sse.close()
+        self.assertTrue(res.done or res.error)
+        time.sleep(0.3)
+        orphans = db_query(self.db_path, "SELECT COUNT(*) FROM messages WHERE conversation_id NOT IN "
+                                         "(SELECT id FROM conversations)")[0][0]
+        self.assertEqual(orphans, 0, "messages stored for a swept conversation")
+        r = self.req("GET", self.path(cid))
+        if r.status == 200:
+            roles = [m["role"] for m in r.json()["history"]]
+            self.assertEqual(roles, ["user", "assistant"] * (len(roles) // 2))
+            self.assertEqual(r.json()["history"][-1]["content"], tokens_answer(30))
 
 if __name__ == "__main__":
     unittest.main()
