@@ -125,29 +125,29 @@ struct reply {
 struct conn {
     int fd;
     enum conn_state state;
-    enum after after;   /* meaningful in ST_FLUSH_END */
-    uint32_t events;    /* epoll interest currently registered */
-    struct buf in;      /* bytes read and not consumed yet */
-    size_t scanned;     /* bytes of in already searched for the end of the head */
-    size_t head_len;    /* bytes of the current request's head, CRLFCRLF included */
-    size_t body_len;    /* bytes of its body (Content-Length) */
-    size_t method_len;  /* the method starts at in.ptr */
-    size_t target_off;  /* offset of the request target in in */
-    size_t target_len;  /* bytes of the request target */
-    char *auth;         /* Authorization header of the current request, or NULL */
-    size_t auth_len;    /* bytes of auth */
-    struct buf out;     /* bytes the kernel has not taken yet, from out_off */
-    size_t out_off;     /* bytes of out already sent */
-    size_t heap_idx;    /* position in the timer heap, MOCK_NO_TIMER if none */
-    int64_t timer_due;  /* monotonic usec the timer fires at */
-    struct reply r;     /* the chat reply in progress */
-    bool keep_alive;    /* the client allows another request on this connection */
-    bool chunked;       /* HTTP/1.1 client: streams use chunked encoding */
-    bool expect;        /* Expect: 100-continue still to be answered */
-    bool in_chat;       /* counted in stats.active */
-    bool peer_eof;      /* the client closed (at least) its sending side */
-    bool wait_drain;    /* a stream paused until out drains below MOCK_OUT_LOW */
-    bool dead;          /* closed; freed at the end of the loop turn */
+    enum after after;         /* meaningful in ST_FLUSH_END */
+    uint32_t events;          /* epoll interest currently registered */
+    struct buf in;            /* bytes read and not consumed yet */
+    size_t scanned;           /* bytes of in already searched for the end of the head */
+    size_t head_len;          /* bytes of the current request's head, CRLFCRLF included */
+    size_t body_len;          /* bytes of its body (Content-Length) */
+    size_t method_len;        /* the method starts at in.ptr */
+    size_t target_off;        /* offset of the request target in in */
+    size_t target_len;        /* bytes of the request target */
+    char *auth;               /* Authorization header of the current request, or NULL */
+    size_t auth_len;          /* bytes of auth */
+    struct buf out;           /* bytes the kernel has not taken yet, from out_off */
+    size_t out_off;           /* bytes of out already sent */
+    size_t heap_idx;          /* position in the timer heap, MOCK_NO_TIMER if none */
+    int64_t timer_due;        /* monotonic usec the timer fires at */
+    struct reply r;           /* the chat reply in progress */
+    bool keep_alive;          /* the client allows another request on this connection */
+    bool chunked;             /* HTTP/1.1 client: streams use chunked encoding */
+    bool expect;              /* Expect: 100-continue still to be answered */
+    bool in_chat;             /* counted in stats.active */
+    bool peer_eof;            /* the client closed (at least) its sending side */
+    bool wait_drain;          /* a stream paused until out drains below MOCK_OUT_LOW */
+    bool dead;                /* closed; freed at the end of the loop turn */
     struct conn *prev, *next; /* live list, or dead list (next only) */
 };
 
@@ -159,14 +159,17 @@ struct server {
     int64_t emfile_logged; /* monotonic usec of the last out-of-fds warning */
     struct conn **heap;    /* timer min-heap on conn->timer_due */
     size_t heap_len, heap_cap;
-    struct conn *live;     /* every open connection */
-    struct conn *dead;     /* closed during this loop turn */
-    struct buf ev;         /* scratch: one event or one response body */
-    uint64_t requests, active, completed, cancelled; /* /stats */
-    bool have_last;        /* a chat request has been received */
-    bool last_is_json;     /* last_body parsed as JSON */
-    struct buf last_body;  /* body of the last chat request */
-    struct buf last_auth;  /* its Authorization header */
+    struct conn *live;    /* every open connection */
+    struct conn *dead;    /* closed during this loop turn */
+    struct buf ev;        /* scratch: one event or one response body, no cap */
+    uint64_t requests;    /* /stats: chat requests received */
+    uint64_t active;      /* in progress */
+    uint64_t completed;   /* answered to the end */
+    uint64_t cancelled;   /* ended by the client before the end */
+    bool have_last;       /* a chat request has been received */
+    bool last_is_json;    /* last_body parsed as JSON */
+    struct buf last_body; /* body of the last chat request */
+    struct buf last_auth; /* its Authorization header */
     char rbuf[MOCK_READ_SIZE];
 };
 
@@ -255,22 +258,38 @@ static bool str_ieq(struct str a, const char *lit)
 static const char *reason_phrase(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 408: return "Request Timeout";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Status";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 408:
+        return "Request Timeout";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return "Status";
     }
 }
 
@@ -560,12 +579,11 @@ static void reply_simple(struct server *s, struct conn *c, int status, const cha
 {
     bool keep = c->keep_alive && !c->peer_eof && after == AFTER_KEEPALIVE;
     bool bodyless = status == 204 || status == 205 || status == 304;
-    enum chatd_err err =
-        buf_appendf(&c->out,
-                    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                    "Connection: %s\r\n\r\n",
-                    status, reason_phrase(status), ctype, bodyless ? (size_t)0 : len,
-                    keep ? "keep-alive" : "close");
+    enum chatd_err err = buf_appendf(&c->out,
+                                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                                     "Connection: %s\r\n\r\n",
+                                     status, reason_phrase(status), ctype,
+                                     bodyless ? (size_t)0 : len, keep ? "keep-alive" : "close");
     assert(err == CHATD_OK);
     (void)err;
     if (!bodyless)
@@ -768,8 +786,7 @@ static void pump(struct server *s, struct conn *c)
             break;
         }
         bool reasoning = r->rsent < r->reasoning;
-        bool content =
-            !reasoning && r->csent < r->content && !(r->stall && r->csent >= r->stall_k);
+        bool content = !reasoning && r->csent < r->content && !(r->stall && r->csent >= r->stall_k);
         if (reasoning || content) {
             if (r->due > s->now) {
                 timer_set(s, c, r->due);
@@ -806,7 +823,8 @@ static void stream_start(struct server *s, struct conn *c)
 {
     struct reply *r = &c->r;
     struct buf p = BUF_INIT;
-    PUT_LIT(&p, "data: {\"id\":\"chatcmpl-mock\",\"object\":\"chat.completion.chunk\",\"created\":");
+    PUT_LIT(&p,
+            "data: {\"id\":\"chatcmpl-mock\",\"object\":\"chat.completion.chunk\",\"created\":");
     put_u64(&p, (uint64_t)r->created);
     PUT_LIT(&p, ",\"model\":");
     put(&p, r->model, strlen(r->model));
@@ -997,7 +1015,8 @@ static void content_text(json_t *content, struct buf *out)
         put(out, json_string_value(content), json_string_length(content));
         return;
     }
-    json_array_foreach(content, i, part) {
+    json_array_foreach(content, i, part)
+    {
         json_t *t = json_object_get(part, "text");
         if (json_is_string(t))
             put(out, json_string_value(t), json_string_length(t));
@@ -1021,7 +1040,8 @@ static void echo_text(json_t *messages, struct buf *out)
 {
     size_t i;
     json_t *m;
-    json_array_foreach(messages, i, m) {
+    json_array_foreach(messages, i, m)
+    {
         json_t *role = json_object_get(m, "role");
         if (i > 0)
             PUT_LIT(out, "|");
@@ -1321,8 +1341,8 @@ static int parse_head(struct server *s, struct conn *c)
         return -1;
     }
     if (length > MOCK_BODY_MAX) {
-        reply_error(s, c, 413, "invalid_request_error",
-                    STR_LIT("request body larger than 8 MiB"), AFTER_LINGER);
+        reply_error(s, c, 413, "invalid_request_error", STR_LIT("request body larger than 8 MiB"),
+                    AFTER_LINGER);
         return -1;
     }
     c->method_len = (size_t)(sp1 - p);
@@ -1349,8 +1369,10 @@ static void process_input(struct server *s, struct conn *c)
             size_t skip = 0;
             while (skip + 1 < c->in.len && c->in.ptr[skip] == '\r' && c->in.ptr[skip + 1] == '\n')
                 skip += 2;
-            if (skip)
+            if (skip) {
                 buf_consume(&c->in, skip);
+                c->scanned = 0;
+            }
             if (c->in.len == 0 || parse_head(s, c) <= 0)
                 break;
         }
@@ -1377,11 +1399,10 @@ static void conn_read(struct server *s, struct conn *c)
         if (n > 0) {
             if (c->state == ST_LINGER)
                 continue;
-            if (c->in.len + (size_t)n > MOCK_IN_MAX) {
-                conn_close(s, c); /* a client that pipelines megabytes */
+            if (buf_append(&c->in, s->rbuf, (size_t)n) != CHATD_OK) {
+                conn_close(s, c); /* past MOCK_IN_MAX: pipelining megabytes */
                 return;
             }
-            put(&c->in, s->rbuf, (size_t)n);
             if ((size_t)n < sizeof s->rbuf)
                 return;
             continue;
@@ -1495,6 +1516,8 @@ static void accept_all(struct server *s)
         c->state = ST_HEAD;
         c->heap_idx = MOCK_NO_TIMER;
         c->keep_alive = true;
+        buf_init(&c->in, MOCK_IN_MAX);
+        buf_init(&c->out, 0); /* bounded by MOCK_OUT_HIGH or one whole reply */
         c->events = EPOLLIN | EPOLLRDHUP;
         struct epoll_event ev = {.events = c->events, .data.ptr = c};
         if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
@@ -1566,6 +1589,8 @@ static void serve(struct server *s)
         }
         run_timers(s);
         free_dead(s);
+        if (s->ev.cap > MOCK_OUT_HIGH)
+            buf_release(&s->ev); /* after a huge whole reply */
     }
 }
 
@@ -1692,7 +1717,7 @@ out:
 /* Prints the one ready line the tests wait for. */
 static bool announce(int fd)
 {
-    struct sockaddr_storage ss;
+    struct sockaddr_storage ss = {0};
     socklen_t len = sizeof ss;
     char host[NI_MAXHOST], serv[NI_MAXSERV];
     if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0 ||
