@@ -127,7 +127,7 @@ class ConversationTests(ChatdCase):
             with self.subTest(id=cid):
                 self.assert_json(self.req("DELETE", self.path(cid)), 404, DELETE_NOT_FOUND)
 
-    def test_delete_during_nothing_else_breaks(self):
+    def test_delete_with_trailing_slash(self):
         cid = self.chat("gone soon mock:tokens=1")["conversation_id"]
         self.assert_json(self.req("DELETE", self.path(cid) + "/"), 200, DELETED)
         self.assert_json(self.req("DELETE", self.path(cid) + "/"), 404, DELETE_NOT_FOUND)
