@@ -32,7 +32,8 @@
  * Measured: time to first token (request fully written -> first content
  * event, CLOCK_MONOTONIC), added delay per token (CLOCK_REALTIME when the
  * read that completed the event returned, minus the token's stamp; the mock
- * and this tool share the machine's clock), stream duration, wall time.
+ * and this tool share the machine's clock; every token received counts,
+ * failed streams' too), stream duration, wall time.
  * Arrival times include this tool's own scheduling lag, so its CPU time is
  * reported too: if it nears the wall time, the generator is the bottleneck.
  *
@@ -67,8 +68,8 @@
 #define READ_CHUNK       65536
 #define MAX_HEADER_BYTES 16384
 #define MAX_LINE_BYTES   (256 * 1024)
-#define MAX_SAMPLES      8          /* distinct failure details kept for the report */
-#define FD_SLACK         16         /* fds the tool needs besides its sockets */
+#define MAX_SAMPLES      8  /* distinct failure details kept for the report */
+#define FD_SLACK         16 /* fds the tool needs besides its sockets */
 
 enum mode {
     MODE_CHATD,
@@ -76,11 +77,11 @@ enum mode {
 };
 
 enum conn_state {
-    ST_IDLE,       /* not opened yet */
-    ST_SENDING,    /* connecting or writing the request */
-    ST_HEADERS,    /* request sent, reading status line and headers */
-    ST_BODY,       /* reading the event stream */
-    ST_FINISHED,   /* counted as completed or failed, fd closed */
+    ST_IDLE,     /* not opened yet */
+    ST_SENDING,  /* connecting or writing the request */
+    ST_HEADERS,  /* request sent, reading status line and headers */
+    ST_BODY,     /* reading the event stream */
+    ST_FINISHED, /* counted as completed or failed, fd closed */
 };
 
 enum body_mode {
@@ -90,12 +91,12 @@ enum body_mode {
 };
 
 enum chunk_state {
-    CH_SIZE,      /* reading the hex size line */
-    CH_EXT,       /* skipping a chunk extension up to LF */
-    CH_DATA,      /* inside chunk data */
-    CH_DATA_END,  /* expecting the CRLF after chunk data */
-    CH_TRAILER,   /* reading trailer lines after the last chunk */
-    CH_END,       /* response complete */
+    CH_SIZE,     /* reading the hex size line */
+    CH_EXT,      /* skipping a chunk extension up to LF */
+    CH_DATA,     /* inside chunk data */
+    CH_DATA_END, /* expecting the CRLF after chunk data */
+    CH_TRAILER,  /* reading trailer lines after the last chunk */
+    CH_END,      /* response complete */
 };
 
 enum fail_reason {
@@ -114,26 +115,26 @@ static const char *const fail_names[FAIL_COUNT] = {
 };
 
 struct conn {
-    int fd;                  /* socket, -1 when closed */
-    uint32_t index;          /* request number, part of the message */
-    uint8_t state;           /* enum conn_state */
-    uint8_t body_mode;       /* enum body_mode */
-    uint8_t chunk_state;     /* enum chunk_state */
-    bool cr_pending;         /* last SSE line ended in CR: skip one LF */
-    bool done;               /* got the end event */
-    bool chunk_size_digits;  /* at least one hex digit in the size line */
-    bool trailer_nonempty;   /* current trailer line has content */
-    int status;              /* HTTP status code */
-    uint32_t tokens;         /* tokens received (stamps, or unstamped events) */
-    uint32_t events;         /* content events received */
-    uint64_t body_left;      /* chunk or Content-Length bytes still expected */
-    size_t req_off;          /* bytes of the request already written */
-    int64_t t_sent;          /* monotonic us when the request was written */
-    int64_t t_first;         /* monotonic us of the first content event, 0 before */
-    struct buf io;           /* request while sending, header bytes while reading headers */
-    struct buf line;         /* current SSE line */
-    struct buf data;         /* data of the current SSE event */
-    char event[16];          /* name of the current SSE event (truncated) */
+    int fd;                 /* socket, -1 when closed */
+    uint32_t index;         /* request number, part of the message */
+    uint8_t state;          /* enum conn_state */
+    uint8_t body_mode;      /* enum body_mode */
+    uint8_t chunk_state;    /* enum chunk_state */
+    bool cr_pending;        /* last SSE line ended in CR: skip one LF */
+    bool done;              /* got the end event */
+    bool chunk_size_digits; /* at least one hex digit in the size line */
+    bool trailer_nonempty;  /* current trailer line has content */
+    int status;             /* HTTP status code */
+    uint32_t tokens;        /* tokens received (stamps, or unstamped events) */
+    uint32_t events;        /* content events received */
+    uint64_t body_left;     /* chunk or Content-Length bytes still expected */
+    size_t req_off;         /* bytes of the request already written */
+    int64_t t_sent;         /* monotonic us when the request was written */
+    int64_t t_first;        /* monotonic us of the first content event, 0 before */
+    struct buf io;          /* request while sending, header bytes while reading headers */
+    struct buf line;        /* current SSE line */
+    struct buf data;        /* data of the current SSE event */
+    char event[16];         /* name of the current SSE event (truncated) */
 };
 
 struct i64s {
@@ -144,38 +145,38 @@ struct i64s {
 
 struct load {
     enum mode mode;
-    const char *host;         /* as given, for the report */
-    struct sockaddr_in addr;  /* target */
+    const char *host;        /* as given, for the report */
+    struct sockaddr_in addr; /* target */
     int port;
-    long n;                   /* streams */
-    long tokens;              /* tokens per stream */
-    long delay_ms;            /* mock delay between tokens */
-    long ramp;                /* connections opened per second */
-    long timeout_s;           /* give up after this many seconds */
-    bool json;                /* print the JSON line */
-    bool progress;            /* one status line per second on stderr */
-    int ep;                   /* epoll fd */
-    struct conn *conns;       /* n of them */
-    long opened;              /* connections started */
-    long active;              /* opened and not finished */
-    long peak_active;         /* largest value of active */
+    long n;             /* streams */
+    long tokens;        /* tokens per stream */
+    long delay_ms;      /* mock delay between tokens */
+    long ramp;          /* connections opened per second */
+    long timeout_s;     /* give up after this many seconds */
+    bool json;          /* print the JSON line */
+    bool progress;      /* one status line per second on stderr */
+    int ep;             /* epoll fd */
+    struct conn *conns; /* n of them */
+    long opened;        /* connections started */
+    long active;        /* opened and not finished */
+    long peak_active;   /* largest value of active */
     long completed;
     long failed;
-    long fail[FAIL_COUNT];    /* failures by reason */
+    long fail[FAIL_COUNT];              /* failures by reason */
     long timeout_by_state[ST_FINISHED]; /* where the timed-out streams were */
-    long unstamped;           /* content events without a <t=...> stamp */
-    long pings;               /* SSE comment lines */
-    long reasoning;           /* reasoning events (chatd) */
-    long eof_after_done;      /* done seen, then EOF without the last chunk */
-    struct i64s ttft;         /* us */
-    struct i64s delay;        /* us, may be negative if clocks disagree */
-    struct i64s duration;     /* us, request written -> end event */
-    char *samples[MAX_SAMPLES]; /* first distinct failure details */
+    long unstamped;                     /* content events without a <t=...> stamp */
+    long pings;                         /* SSE comment lines */
+    long reasoning;                     /* reasoning events (chatd) */
+    long eof_after_done;                /* done seen, then EOF without the last chunk */
+    struct i64s ttft;                   /* us */
+    struct i64s delay;                  /* us, may be negative if clocks disagree */
+    struct i64s duration;               /* us, request written -> end event */
+    char *samples[MAX_SAMPLES];         /* first distinct failure details */
     int nsamples;
-    int64_t t_start;          /* monotonic us */
-    int64_t t_ramped;         /* monotonic us when the last connection was opened */
-    int64_t now_real;         /* realtime us of the current read */
-    rlim_t nofile;            /* soft RLIMIT_NOFILE after raising it */
+    int64_t t_start;  /* monotonic us */
+    int64_t t_ramped; /* monotonic us when the last connection was opened */
+    int64_t now_real; /* realtime us of the current read */
+    rlim_t nofile;    /* soft RLIMIT_NOFILE after raising it */
 };
 
 static int64_t clock_us(clockid_t id)
@@ -273,7 +274,8 @@ static void build_request(const struct load *ld, struct conn *c)
 {
     struct buf body = BUF_INIT;
     if (ld->mode == MODE_CHATD)
-        buf_appendf(&body, "{\"message\": \"mock:tokens=%ld mock:delay=%ld mock:stamp %" PRIu32 "\"}",
+        buf_appendf(&body,
+                    "{\"message\": \"mock:tokens=%ld mock:delay=%ld mock:stamp %" PRIu32 "\"}",
                     ld->tokens, ld->delay_ms, c->index);
     else
         buf_appendf(&body,
@@ -873,9 +875,9 @@ static void report(struct load *ld, int64_t t_end, double cpu_s)
     }
     printf("\n");
     if (ld->fail[FAIL_TIMEOUT])
-        printf("  %-22s connecting %ld, awaiting headers %ld, streaming %ld\n",
-               "timed out while", ld->timeout_by_state[ST_SENDING],
-               ld->timeout_by_state[ST_HEADERS], ld->timeout_by_state[ST_BODY]);
+        printf("  %-22s connecting %ld, awaiting headers %ld, streaming %ld\n", "timed out while",
+               ld->timeout_by_state[ST_SENDING], ld->timeout_by_state[ST_HEADERS],
+               ld->timeout_by_state[ST_BODY]);
     printf("  %-22s %8s %8s %8s\n", "", "p50", "p99", "max");
     print_row("ttft ms", &ld->ttft, 1e3, "streams");
     print_row("added delay/token ms", &ld->delay, 1e3, "tokens");
@@ -918,14 +920,13 @@ static void report(struct load *ld, int64_t t_end, double cpu_s)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: streamload [--host 127.0.0.1] --port PORT [-n 100] [--tokens 100]\n"
-            "                  [--delay-ms 50] [--ramp 2000] [--timeout 60] [--json]\n"
-            "                  [--raw-openai] [--progress]\n"
-            "  Opens N concurrent streaming chats against chatd's POST /api/chat-stream\n"
-            "  (or, with --raw-openai, the mock's POST /v1/chat/completions) and reports\n"
-            "  completed/failed streams, time to first token and added delay per token.\n"
-            "  Exit status: 0 all completed, 1 some failed, 2 usage error.\n");
+    fprintf(f, "usage: streamload [--host 127.0.0.1] --port PORT [-n 100] [--tokens 100]\n"
+               "                  [--delay-ms 50] [--ramp 2000] [--timeout 60] [--json]\n"
+               "                  [--raw-openai] [--progress]\n"
+               "  Opens N concurrent streaming chats against chatd's POST /api/chat-stream\n"
+               "  (or, with --raw-openai, the mock's POST /v1/chat/completions) and reports\n"
+               "  completed/failed streams, time to first token and added delay per token.\n"
+               "  Exit status: 0 all completed, 1 some failed, 2 usage error.\n");
 }
 
 static bool parse_long(const char *s, long min, long max, long *out)
@@ -953,7 +954,8 @@ static void raise_nofile(struct load *ld)
     if (ld->nofile != RLIM_INFINITY && (rlim_t)ld->n + FD_SLACK > ld->nofile)
         fprintf(stderr,
                 "streamload: -n %ld exceeds the open-file limit %llu (hard limit; %d fds are "
-                "needed besides the sockets): the streams beyond it will fail to connect\n",
+                "needed besides the sockets): streams beyond it cannot be open at once and "
+                "will fail to connect\n",
                 ld->n, (unsigned long long)ld->nofile, FD_SLACK);
 }
 

@@ -16,7 +16,7 @@
 # (streamload --raw-openai): the floor that chatd's figures compare to.
 #
 # Environment: TOKENS (100), DELAY_MS (50), RAMP (2000 connections/s),
-# BUILD_DIR (build-bench), REFERENCE (1). Results: a table on stdout and
+# BUILD_DIR (build-bench), BUILD_TYPE (Release), REFERENCE (1). Results: a table on stdout and
 # bench/results/streams-<date>.json. All processes and temp files are
 # removed on exit. Targets 127.0.0.1 only. Needs bash, cmake, a C compiler
 # and the libraries of scripts/install-deps.sh; no python, no jq.
@@ -29,6 +29,7 @@ TOKENS=${TOKENS:-100}
 DELAY_MS=${DELAY_MS:-50}
 RAMP=${RAMP:-2000}
 BUILD=${BUILD_DIR:-build-bench}
+BUILD_TYPE=${BUILD_TYPE:-Release}
 REFERENCE=${REFERENCE:-1}
 if [ $# -gt 0 ]; then NS=("$@"); else NS=(100 1000 9000); fi
 for n in "${NS[@]}"; do
@@ -126,13 +127,14 @@ vm_kb() {
     echo 0
 }
 
-# "busy total" clock ticks of the whole machine, from the cpu line of
+# "busy total irq" clock ticks of the whole machine, from the cpu line of
 # /proc/stat (busy: user nice system irq softirq steal; total adds idle
-# and iowait).
+# and iowait; irq: irq and softirq, where the loopback's packet processing
+# is often charged instead of to a process).
 machine_ticks() {
     local u n sy id io irq si st
     read -r _ u n sy id io irq si st _ </proc/stat
-    echo "$((u + n + sy + irq + si + st)) $((u + n + sy + irq + si + st + id + io))"
+    echo "$((u + n + sy + irq + si + st)) $((u + n + sy + irq + si + st + id + io)) $((irq + si))"
 }
 
 # Each thread of process $1 as NAME:CPU_SECONDS, space separated.
@@ -171,8 +173,8 @@ j2() {
 CLK_TCK=$(getconf CLK_TCK)
 
 # --- build -------------------------------------------------------------------
-echo "streams.sh: building chatd, mock-llm and streamload in $BUILD (Release)" >&2
-if ! cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCHATD_TESTS=OFF >"$TMP/build.log" 2>&1 ||
+echo "streams.sh: building chatd, mock-llm and streamload in $BUILD ($BUILD_TYPE)" >&2
+if ! cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE="$BUILD_TYPE" -DCHATD_TESTS=OFF >"$TMP/build.log" 2>&1 ||
     ! cmake --build "$BUILD" -j "$(nproc)" --target chatd mock-llm streamload >>"$TMP/build.log" 2>&1; then
     tail -n 40 "$TMP/build.log" >&2
     die "build failed (the last 40 lines of the build log are above)"
@@ -220,22 +222,27 @@ for N in "${NS[@]}"; do
     TIMEOUT=$((N / RAMP + TOKENS * DELAY_MS / 1000 + 30))
     kill -0 "$MOCK_PID" 2>/dev/null || { cat "$TMP/mock.err" >&2; die "mock-llm died"; }
 
-    # Other work on the machine skews every figure here: record it.
-    read -r LOAD1 _ </proc/loadavg
-    if awk -v l="$LOAD1" 'BEGIN { exit !(l > 0.5) }'; then
-        echo "streams.sh: warning: load average $LOAD1 before N=$N: other processes are busy" >&2
+    # Other work on the machine skews every figure here: measure how busy
+    # it is for a second before the run, and record it.
+    read -r B0 T0 _ <<<"$(machine_ticks)"
+    sleep 1
+    read -r B1 T1 _ <<<"$(machine_ticks)"
+    IDLE_BUSY_PCT=$(((B1 - B0) * 100 / (T1 - T0 > 0 ? T1 - T0 : 1)))
+    if [ "$IDLE_BUSY_PCT" -gt 10 ]; then
+        echo "streams.sh: warning: the machine is ${IDLE_BUSY_PCT}% busy before N=$N:" \
+            "other processes will skew the figures" >&2
     fi
     start_chatd
     sleep 0.5
     IDLE_KB=$(vm_kb "$CHATD_PID" VmRSS)
     C0=$(cpu_ticks "$CHATD_PID")
     M0=$(cpu_ticks "$MOCK_PID")
-    read -r B0 T0 <<<"$(machine_ticks)"
+    read -r B0 T0 I0 <<<"$(machine_ticks)"
     echo "streams.sh: N=$N against chatd (port $CHATD_PORT, idle RSS $(mb "$IDLE_KB") MB)" >&2
     "$BUILD/streamload" --port "$CHATD_PORT" -n "$N" --tokens "$TOKENS" --delay-ms "$DELAY_MS" \
         --ramp "$RAMP" --timeout "$TIMEOUT" --json --progress \
         >"$TMP/load.out" 2>"$TMP/load.err" || true
-    read -r B1 T1 <<<"$(machine_ticks)"
+    read -r B1 T1 I1 <<<"$(machine_ticks)"
     if kill -0 "$CHATD_PID" 2>/dev/null; then
         C1=$(cpu_ticks "$CHATD_PID")
         HWM_KB=$(vm_kb "$CHATD_PID" VmHWM)
@@ -259,11 +266,13 @@ for N in "${NS[@]}"; do
     # CPU the machine spent on anything but chatd, the mock and streamload
     LOADER_TICKS=$(awk -v s="$(jget "$LOAD" loader_cpu_s)" -v hz="$CLK_TCK" \
         'BEGIN { printf "%d", (s == "-" ? 0 : s) * hz }')
-    OTHER_TICKS=$((B1 - B0 - (C1 - C0) - (M1 - M0) - LOADER_TICKS))
+    IRQ_CPU=$(secs $((I1 - I0)))
+    OTHER_TICKS=$((B1 - B0 - (I1 - I0) - (C1 - C0) - (M1 - M0) - LOADER_TICKS))
     [ "$OTHER_TICKS" -ge 0 ] || OTHER_TICKS=0
     OTHER_CPU=$(secs "$OTHER_TICKS")
-    echo "streams.sh: N=$N: machine busy ${BUSY_PCT}% of $(nproc) cpus during the run," \
-        "${OTHER_CPU} cpu-s outside chatd/mock/streamload; chatd threads (cpu s): $THREADS" >&2
+    echo "streams.sh: N=$N: machine busy ${BUSY_PCT}% of $(nproc) cpus during the run" \
+        "(${IDLE_BUSY_PCT}% before it); irq+softirq ${IRQ_CPU} cpu-s; ${OTHER_CPU} cpu-s not" \
+        "attributed to chatd, mock or streamload; chatd threads (cpu s): $THREADS" >&2
     if [ "$(jget "$LOAD" failed)" != 0 ] || [ "$ALIVE" != true ]; then
         ANY_FAIL=1
         echo "streams.sh: N=$N: failures or a dead chatd; streamload progress:" >&2
@@ -273,12 +282,12 @@ for N in "${NS[@]}"; do
         echo "streams.sh: N=$N: chatd wrote $LOG_LINES lines to stderr; the first 20:" >&2
         head -n 20 "$TMP/chatd.err" >&2
     fi
-    ROWS+=("$(printf '%6s %9s %6s %9s %9s %9s %9s %8s %8s %8s %8s %7s %6s %7s' "$N" \
+    ROWS+=("$(printf '%6s %9s %6s %9s %9s %9s %9s %8s %8s %8s %8s %6s %5s %5s %7s' "$N" \
         "$(jget "$LOAD" completed)" "$(jget "$LOAD" failed)" \
         "$(j2 "$LOAD" ttft_ms_p50)" "$(j2 "$LOAD" ttft_ms_p99)" \
         "$(j2 "$LOAD" delay_ms_p50)" "$(j2 "$LOAD" delay_ms_p99)" \
         "$(mb "$IDLE_KB")" "$(mb "$HWM_KB")" "$CHATD_CPU" "$MOCK_CPU" \
-        "$ALIVE" "$BUSY_PCT" "$OTHER_CPU")")
+        "$ALIVE" "$IDLE_BUSY_PCT" "$BUSY_PCT" "$OTHER_CPU")")
 
     REF="null"
     REF_MOCK_CPU=null
@@ -303,8 +312,8 @@ for N in "${NS[@]}"; do
     }{\"n\": $N, \"chatd_idle_rss_kb\": $IDLE_KB, \"chatd_peak_rss_kb\": $HWM_KB"
     RUNS_JSON+=", \"chatd_rss_after_kb\": $RSS_KB, \"chatd_cpu_s\": $CHATD_CPU"
     RUNS_JSON+=", \"mock_cpu_s\": $MOCK_CPU"
-    RUNS_JSON+=", \"loadavg_before\": $LOAD1, \"machine_busy_pct\": $BUSY_PCT"
-    RUNS_JSON+=", \"other_cpu_s\": $OTHER_CPU, \"chatd_threads_cpu_s\": \"$THREADS\""
+    RUNS_JSON+=", \"machine_busy_pct_before\": $IDLE_BUSY_PCT, \"machine_busy_pct\": $BUSY_PCT"
+    RUNS_JSON+=", \"irq_cpu_s\": $IRQ_CPU, \"other_cpu_s\": $OTHER_CPU, \"chatd_threads_cpu_s\": \"$THREADS\""
     RUNS_JSON+=", \"chatd_alive_after\": $ALIVE, \"chatd_stderr_lines\": $LOG_LINES"
     RUNS_JSON+=",
      \"load\": $LOAD,
@@ -313,12 +322,13 @@ done
 
 # --- report ------------------------------------------------------------------
 echo
-echo "chatd streams: $TOKENS tokens ${DELAY_MS} ms apart per stream, ramp $RAMP/s, $(nproc) cpus, commit $COMMIT"
-printf '%6s %9s %6s %9s %9s %9s %9s %8s %8s %8s %8s %7s %6s %7s\n' N completed failed \
+echo "chatd streams: $TOKENS tokens ${DELAY_MS} ms apart per stream, ramp $RAMP/s, $(nproc) cpus," \
+    "commit $COMMIT, $BUILD_TYPE build"
+printf '%6s %9s %6s %9s %9s %9s %9s %8s %8s %8s %8s %6s %5s %5s %7s\n' N completed failed \
     "ttft p50" "ttft p99" "add p50" "add p99" "idle MB" "peak MB" "chatd s" "mock s" alive \
-    busy% "other s"
-printf '%6s %9s %6s %9s %9s %9s %9s %8s %8s %8s %8s %7s %6s %7s\n' "" "" "" ms ms ms/token ms/token \
-    RSS VmHWM cpu cpu "" machine cpu
+    busy% busy% "other s"
+printf '%6s %9s %6s %9s %9s %9s %9s %8s %8s %8s %8s %6s %5s %5s %7s\n' "" "" "" ms ms ms/token \
+    ms/token RSS VmHWM cpu cpu "" before run cpu
 printf '%s\n' "${ROWS[@]}"
 if [ "$REFERENCE" = 1 ]; then
     echo
@@ -331,7 +341,7 @@ fi
 mkdir -p bench/results
 OUT="bench/results/streams-$DATE.json"
 cat >"$OUT" <<EOF
-{"benchmark": "streams", "date": "$DATE", "commit": "$COMMIT",
+{"benchmark": "streams", "date": "$DATE", "commit": "$COMMIT", "build_type": "$BUILD_TYPE",
  "machine": {"cpus": $(nproc), "kernel": "$(uname -r)", "nofile": $NOFILE},
  "tokens": $TOKENS, "delay_ms": $DELAY_MS, "ramp": $RAMP,
  "runs": [
