@@ -147,6 +147,15 @@ thread_cpu() {
     echo "$out"
 }
 
+# SYNs or connections the kernel dropped because a listen backlog was full
+# (TcpExt ListenDrops, machine-wide): the ramp is meant to keep this at 0.
+listen_drops() {
+    awk '/^TcpExt:/ {
+             if (!h) { for (i = 2; i <= NF; i++) k[i] = $i; h = 1 }
+             else for (i = 2; i <= NF; i++) if (k[i] == "ListenDrops") print $i
+         }' /proc/net/netstat
+}
+
 secs() { # ticks -> seconds with 2 decimals
     local t=$1
     printf '%d.%02d' $((t / CLK_TCK)) $(((t % CLK_TCK) * 100 / CLK_TCK))
@@ -238,11 +247,13 @@ for N in "${NS[@]}"; do
     C0=$(cpu_ticks "$CHATD_PID")
     M0=$(cpu_ticks "$MOCK_PID")
     read -r B0 T0 I0 <<<"$(machine_ticks)"
+    D0=$(listen_drops)
     echo "streams.sh: N=$N against chatd (port $CHATD_PORT, idle RSS $(mb "$IDLE_KB") MB)" >&2
     "$BUILD/streamload" --port "$CHATD_PORT" -n "$N" --tokens "$TOKENS" --delay-ms "$DELAY_MS" \
         --ramp "$RAMP" --timeout "$TIMEOUT" --json --progress \
         >"$TMP/load.out" 2>"$TMP/load.err" || true
     read -r B1 T1 I1 <<<"$(machine_ticks)"
+    DROPS=$(($(listen_drops) - D0))
     if kill -0 "$CHATD_PID" 2>/dev/null; then
         C1=$(cpu_ticks "$CHATD_PID")
         HWM_KB=$(vm_kb "$CHATD_PID" VmHWM)
@@ -272,7 +283,8 @@ for N in "${NS[@]}"; do
     OTHER_CPU=$(secs "$OTHER_TICKS")
     echo "streams.sh: N=$N: machine busy ${BUSY_PCT}% of $(nproc) cpus during the run" \
         "(${IDLE_BUSY_PCT}% before it); irq+softirq ${IRQ_CPU} cpu-s; ${OTHER_CPU} cpu-s not" \
-        "attributed to chatd, mock or streamload; chatd threads (cpu s): $THREADS" >&2
+        "attributed to chatd, mock or streamload; listen drops $DROPS;" \
+        "chatd threads (cpu s): $THREADS" >&2
     if [ "$(jget "$LOAD" failed)" != 0 ] || [ "$ALIVE" != true ]; then
         ANY_FAIL=1
         echo "streams.sh: N=$N: failures or a dead chatd; streamload progress:" >&2
@@ -313,7 +325,7 @@ for N in "${NS[@]}"; do
     RUNS_JSON+=", \"chatd_rss_after_kb\": $RSS_KB, \"chatd_cpu_s\": $CHATD_CPU"
     RUNS_JSON+=", \"mock_cpu_s\": $MOCK_CPU"
     RUNS_JSON+=", \"machine_busy_pct_before\": $IDLE_BUSY_PCT, \"machine_busy_pct\": $BUSY_PCT"
-    RUNS_JSON+=", \"irq_cpu_s\": $IRQ_CPU, \"other_cpu_s\": $OTHER_CPU, \"chatd_threads_cpu_s\": \"$THREADS\""
+    RUNS_JSON+=", \"listen_drops\": $DROPS, \"irq_cpu_s\": $IRQ_CPU, \"other_cpu_s\": $OTHER_CPU, \"chatd_threads_cpu_s\": \"$THREADS\""
     RUNS_JSON+=", \"chatd_alive_after\": $ALIVE, \"chatd_stderr_lines\": $LOG_LINES"
     RUNS_JSON+=",
      \"load\": $LOAD,
