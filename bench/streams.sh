@@ -39,6 +39,7 @@ done
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/chatd-bench.XXXXXX")
 MOCK_PID=
 CHATD_PID=
+LOAD_PID=
 
 # Stops one process we started: TERM, up to 10 s, then KILL.
 stop_pid() {
@@ -56,6 +57,7 @@ stop_pid() {
 
 # shellcheck disable=SC2317 # invoked by the trap
 cleanup() {
+    stop_pid "$LOAD_PID"
     stop_pid "$CHATD_PID"
     stop_pid "$MOCK_PID"
     rm -rf "$TMP"
@@ -216,6 +218,16 @@ start_chatd() {
     }
 }
 
+# streamload with this run's N and schedule, plus the arguments given. It
+# runs in the background so that a signal reaches the trap at once.
+run_load() {
+    "$BUILD/streamload" -n "$N" --tokens "$TOKENS" --delay-ms "$DELAY_MS" --ramp "$RAMP" \
+        --timeout "$TIMEOUT" "$@" &
+    LOAD_PID=$!
+    wait "$LOAD_PID" || true
+    LOAD_PID=
+}
+
 # --- runs --------------------------------------------------------------------
 DATE=$(date -u +%Y%m%d-%H%M%S)
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -249,9 +261,7 @@ for N in "${NS[@]}"; do
     read -r B0 T0 I0 <<<"$(machine_ticks)"
     D0=$(listen_drops)
     echo "streams.sh: N=$N against chatd (port $CHATD_PORT, idle RSS $(mb "$IDLE_KB") MB)" >&2
-    "$BUILD/streamload" --port "$CHATD_PORT" -n "$N" --tokens "$TOKENS" --delay-ms "$DELAY_MS" \
-        --ramp "$RAMP" --timeout "$TIMEOUT" --json --progress \
-        >"$TMP/load.out" 2>"$TMP/load.err" || true
+    run_load --port "$CHATD_PORT" --json --progress >"$TMP/load.out" 2>"$TMP/load.err"
     read -r B1 T1 I1 <<<"$(machine_ticks)"
     DROPS=$(($(listen_drops) - D0))
     if kill -0 "$CHATD_PID" 2>/dev/null; then
@@ -306,9 +316,7 @@ for N in "${NS[@]}"; do
     if [ "$REFERENCE" = 1 ]; then
         M0=$(cpu_ticks "$MOCK_PID")
         echo "streams.sh: N=$N against the mock alone (reference)" >&2
-        "$BUILD/streamload" --raw-openai --port "$MOCK_PORT" -n "$N" --tokens "$TOKENS" \
-            --delay-ms "$DELAY_MS" --ramp "$RAMP" --timeout "$TIMEOUT" --json \
-            >"$TMP/ref.out" 2>"$TMP/ref.err" || true
+        run_load --raw-openai --port "$MOCK_PORT" --json >"$TMP/ref.out" 2>"$TMP/ref.err"
         M1=$(cpu_ticks "$MOCK_PID")
         REF=$(grep '^{' "$TMP/ref.out" | tail -n 1 || true)
         [ -n "$REF" ] || { cat "$TMP/ref.err" >&2; REF="null"; }
