@@ -146,6 +146,7 @@ struct i64s {
 struct load {
     enum mode mode;
     const char *host;        /* as given, for the report */
+    const char *extra;       /* more words for the message, e.g. mock:split */
     struct sockaddr_in addr; /* target */
     int port;
     long n;             /* streams */
@@ -273,15 +274,16 @@ static void conn_end(struct load *ld, struct conn *c)
 static void build_request(const struct load *ld, struct conn *c)
 {
     struct buf body = BUF_INIT;
+    /* --extra was checked to hold no character that JSON must escape */
     if (ld->mode == MODE_CHATD)
         buf_appendf(&body,
-                    "{\"message\": \"mock:tokens=%ld mock:delay=%ld mock:stamp %" PRIu32 "\"}",
-                    ld->tokens, ld->delay_ms, c->index);
+                    "{\"message\": \"mock:tokens=%ld mock:delay=%ld mock:stamp%s%s %" PRIu32 "\"}",
+                    ld->tokens, ld->delay_ms, *ld->extra ? " " : "", ld->extra, c->index);
     else
         buf_appendf(&body,
                     "{\"model\": \"mock\", \"stream\": true, \"messages\": [{\"role\": \"user\", "
-                    "\"content\": \"mock:tokens=%ld mock:delay=%ld mock:stamp %" PRIu32 "\"}]}",
-                    ld->tokens, ld->delay_ms, c->index);
+                    "\"content\": \"mock:tokens=%ld mock:delay=%ld mock:stamp%s%s %" PRIu32 "\"}]}",
+                    ld->tokens, ld->delay_ms, *ld->extra ? " " : "", ld->extra, c->index);
     buf_init(&c->io, 0);
     buf_appendf(&c->io,
                 "POST %s HTTP/1.1\r\n"
@@ -765,9 +767,12 @@ static void headers_feed(struct load *ld, struct conn *c, const char *p, size_t 
 }
 
 /* Edge-triggered: reads until a short read. A short read means the socket
- * was drained at that moment, and any later arrival raises a new edge. */
-static void conn_read(struct load *ld, struct conn *c, char *rbuf)
+ * was drained at that moment, and any later arrival raises a new edge --
+ * except an end of stream that had already arrived with the data, which
+ * the event reports as EPOLLRDHUP/EPOLLHUP: then read on to the EOF. */
+static void conn_read(struct load *ld, struct conn *c, uint32_t events, char *rbuf)
 {
+    bool to_eof = events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR);
     char msg[96];
     for (;;) {
         ssize_t r = read(c->fd, rbuf, READ_CHUNK);
@@ -798,7 +803,7 @@ static void conn_read(struct load *ld, struct conn *c, char *rbuf)
             headers_feed(ld, c, rbuf, (size_t)r);
         else
             body_feed(ld, c, rbuf, (size_t)r);
-        if (c->state == ST_FINISHED || (size_t)r < READ_CHUNK)
+        if (c->state == ST_FINISHED || ((size_t)r < READ_CHUNK && !to_eof))
             return;
     }
 }
@@ -821,7 +826,7 @@ static void conn_event(struct load *ld, struct conn *c, uint32_t events, char *r
             return;
     }
     if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP | EPOLLERR))
-        conn_read(ld, c, rbuf);
+        conn_read(ld, c, events, rbuf);
 }
 
 /* --- report -------------------------------------------------------------- */
@@ -922,7 +927,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: streamload [--host 127.0.0.1] --port PORT [-n 100] [--tokens 100]\n"
                "                  [--delay-ms 50] [--ramp 2000] [--timeout 60] [--json]\n"
-               "                  [--raw-openai] [--progress]\n"
+               "                  [--raw-openai] [--progress] [--extra 'mock:split ...']\n"
                "  Opens N concurrent streaming chats against chatd's POST /api/chat-stream\n"
                "  (or, with --raw-openai, the mock's POST /v1/chat/completions) and reports\n"
                "  completed/failed streams, time to first token and added delay per token.\n"
@@ -970,6 +975,7 @@ int main(int argc, char **argv)
     struct load ld = {
         .mode = MODE_CHATD,
         .host = "127.0.0.1",
+        .extra = "",
         .port = 0,
         .n = 100,
         .tokens = 100,
@@ -1018,6 +1024,10 @@ int main(int argc, char **argv)
             ok = parse_long(v, 1, 10000000, &ld.ramp);
         } else if (strcmp(a, "--timeout") == 0) {
             ok = parse_long(v, 1, 86400, &ld.timeout_s);
+        } else if (strcmp(a, "--extra") == 0) {
+            ld.extra = v;
+            for (const char *q = v; *q && ok; q++)
+                ok = *q >= 0x20 && *q != '"' && *q != '\\' && *q < 0x7f;
         } else {
             ok = false;
         }
