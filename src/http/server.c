@@ -406,6 +406,16 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
             pthread_mutex_unlock(&s->lock);
             ssize_t r = s->pull(s->pull_arg, out, max);
             pthread_mutex_lock(&s->lock);
+            if (r > 0 && s->queue.len) {
+                /* A producer queued bytes while pull ran: they were there
+                 * first, so pull's bytes go behind them (past the cap: they
+                 * are already made). */
+                size_t cap = s->queue.max;
+                s->queue.max = 0;
+                buf_append(&s->queue, out, (size_t)r);
+                s->queue.max = cap;
+                continue;
+            }
             if (r > 0) {
                 s->sent += (uint64_t)r;
                 s->last_write = time_mono_usec();

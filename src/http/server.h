@@ -152,6 +152,7 @@ void http_resume(struct http_request *req);
  * the worker thread, whenever the queue is empty: it writes up to max
  * bytes into out and returns how many, or 0 for "nothing now" (someone
  * will call http_stream_wake()), or HTTP_PULL_END / HTTP_PULL_ERROR.
+ * Bytes written by producers while pull runs are sent before pull's.
  * An ended stream finishes the response properly once the queue drains;
  * an errored one is cut off without the final chunk, so the client can
  * tell it was truncated. The stream is reference-counted: the producer
