@@ -24,9 +24,12 @@
  * a mistyped --llm-key=....
  *
  * Not done here: whether the database can be opened, or a backend is built
- * (the store decides); resolving host names.
+ * (the store decides); resolving host names (the listen address must be
+ * an IP literal or "localhost").
  */
 #include "config.h"
+
+#include <netdb.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -569,9 +572,23 @@ static enum config_result apply(struct config *cfg, enum setting_id i, const cha
         return fail_with(out, label, "contains a control character");
 
     switch (i) {
-    case S_HOST:
+    case S_HOST: {
+        /* Checked here, so a bad address is one line before anything
+         * starts (numeric only: a listen address is not looked up). */
+        struct addrinfo hints = {0}, *ai = NULL;
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST;
+        if (strcmp(v, "localhost") != 0 && getaddrinfo(v, NULL, &hints, &ai) != 0) {
+            fail(out, label);
+            put_quoted(out, v);
+            (void)buf_append_str(out, " is not an IPv4 or IPv6 address");
+            return CONFIG_ERROR;
+        }
+        freeaddrinfo(ai);
         cfg->host = xstrdup(v);
         break;
+    }
     case S_PORT:
         cfg->port = (unsigned)num;
         break;

@@ -86,6 +86,18 @@ static void expect_err_has(const char *const *env, const char *const *args, cons
 #define ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
 #define ENV(...)  ((const char *const[]){__VA_ARGS__, NULL})
 
+static void listen_addresses(void **state)
+{
+    static const char *const ok[] = {"127.0.0.1", "::", "::1", "0.0.0.0", "localhost"};
+    (void)state;
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        struct config c;
+        load_ok(&c, NULL, ARGS("--host", ok[i]));
+        assert_string_equal(c.host, ok[i]);
+        config_release(&c);
+    }
+}
+
 static void defaults(void **state)
 {
     (void)state;
@@ -313,6 +325,10 @@ static void error_kinds(void **state)
     expect_err(NULL, ARGS("--help=yes"), "chatd: --help: takes no value");
     expect_err(NULL, ARGS("--version=2"), "chatd: --version: takes no value");
     expect_err(NULL, ARGS("--host", ""), "chatd: --host: must not be empty");
+    expect_err(NULL, ARGS("--host", "999.1.1.1"),
+               "chatd: --host: '999.1.1.1' is not an IPv4 or IPv6 address");
+    expect_err(ENV("CHATD_HOST=example.com"), NULL,
+               "chatd: CHATD_HOST: 'example.com' is not an IPv4 or IPv6 address");
     expect_err(NULL, ARGS("--llm-model="), "chatd: --llm-model: must not be empty");
     expect_err(NULL, ARGS("--export-dir="), "chatd: --export-dir: must not be empty");
     expect_err(NULL, ARGS("--cors-origin", "a\r\nSet-Cookie: x"),
@@ -630,6 +646,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(defaults),
+        cmocka_unit_test(listen_addresses),
         cmocka_unit_test(from_env),
         cmocka_unit_test(flags_win),
         cmocka_unit_test(port_alias),
