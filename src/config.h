@@ -41,35 +41,35 @@ struct db_url {
 };
 
 struct redis_url {
-    char *host;    /* required */
-    unsigned port; /* default 6379 */
-    unsigned db;   /* default 0 */
+    char *host;     /* required */
+    unsigned port;  /* default 6379 */
+    unsigned db;    /* default 0 */
     char *password; /* from redis://:pass@host, may be NULL; never log */
 };
 
 struct config {
-    char *host;              /* listen address, default "0.0.0.0" */
-    unsigned port;           /* 0-65535; 0 = any free port (logged) */
-    char *db;                /* the URL as given */
-    struct db_url db_url;    /* ... and parsed */
-    char *llm_url;           /* base URL, http:// or https://, no trailing '/' */
-    char *llm_key;           /* NULL if unset; never log */
+    char *host;           /* listen address, default "0.0.0.0" */
+    unsigned port;        /* 0-65535; 0 = any free port (logged) */
+    char *db;             /* the URL as given */
+    struct db_url db_url; /* ... and parsed */
+    char *llm_url;        /* base URL, http:// or https://, no trailing '/' */
+    char *llm_key;        /* NULL if unset; never log */
     char *llm_model;
-    int64_t llm_timeout;     /* seconds, 1..86400 */
-    unsigned history;        /* earlier messages sent upstream, 0..1000 */
-    int64_t session_ttl;     /* seconds, >= 1 */
-    int64_t sweep_interval;  /* seconds, >= 1 */
-    size_t cache_size;       /* entries, 0 disables */
-    int64_t cache_ttl;       /* seconds, >= 1 */
-    char *redis;             /* NULL if unset */
+    int64_t llm_timeout;    /* seconds, 1..86400 */
+    unsigned history;       /* earlier messages sent upstream, 0..1000 */
+    int64_t session_ttl;    /* seconds, >= 1 */
+    int64_t sweep_interval; /* seconds, >= 1 */
+    size_t cache_size;      /* entries, 0 disables */
+    int64_t cache_ttl;      /* seconds, >= 1 */
+    char *redis;            /* NULL if unset */
     struct redis_url redis_url;
     char *export_dir;
-    int64_t export_ttl;      /* seconds, >= 1 */
-    char *admin_token;       /* NULL if unset; never log */
-    size_t max_body;         /* bytes, >= 1 */
-    size_t max_message;      /* bytes, >= 1 */
+    int64_t export_ttl; /* seconds, >= 1 */
+    char *admin_token;  /* NULL if unset; never log */
+    size_t max_body;    /* bytes, >= 1 */
+    size_t max_message; /* bytes, >= 1 */
     char *cors_origin;
-    unsigned threads;        /* 0 = one per core */
+    unsigned threads; /* 0 = one per core */
     enum log_level log_level;
 };
 
@@ -85,8 +85,8 @@ enum config_result {
  * caller must config_release(cfg); on the other results cfg holds nothing
  * to release. out receives the help/version text or the error line.
  */
-enum config_result config_load(struct config *cfg, int argc, char *const *argv,
-                               char *const *envp, struct buf *out);
+enum config_result config_load(struct config *cfg, int argc, char *const *argv, char *const *envp,
+                               struct buf *out);
 void config_release(struct config *cfg);
 
 #endif

@@ -31,9 +31,9 @@
 #include "store/store.h"
 #include "sweeper.h"
 
-#define DRAIN_USEC  (5 * USEC_PER_SEC) /* running streams may finish */
-#define FLUSH_USEC  (2 * USEC_PER_SEC) /* cut streams reach their clients */
-#define IDLE_TIMEOUT 60                /* seconds an idle connection is kept */
+#define DRAIN_USEC   (5 * USEC_PER_SEC) /* running streams may finish */
+#define FLUSH_USEC   (2 * USEC_PER_SEC) /* cut streams reach their clients */
+#define IDLE_TIMEOUT 60                 /* seconds an idle connection is kept */
 
 extern char **environ;
 
@@ -84,8 +84,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "chatd: CHATD_DB: %s\n", why);
         goto out;
     }
-    struct cache_options co = {.max_entries = cfg.cache_size,
-                               .ttl = cfg.cache_ttl * USEC_PER_SEC};
+    struct cache_options co = {.max_entries = cfg.cache_size, .ttl = cfg.cache_ttl * USEC_PER_SEC};
     cache = cache_memory_new(&co);
 
     struct llm_options lo = {
@@ -108,7 +107,10 @@ int main(int argc, char **argv)
     }
 
     struct app app = {
-        .cfg = &cfg, .store = store, .cache = cache, .llm = llm,
+        .cfg = &cfg,
+        .store = store,
+        .cache = cache,
+        .llm = llm,
         .session_ttl = cfg.session_ttl * USEC_PER_SEC,
     };
     long cores = sysconf(_SC_NPROCESSORS_ONLN);

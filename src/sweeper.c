@@ -21,7 +21,7 @@ struct sweeper {
     int64_t interval; /* usec */
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    bool stopping;    /* under lock */
+    bool stopping; /* under lock */
     pthread_t thread;
 };
 

@@ -53,24 +53,24 @@ enum chat_state {
 
 struct chat {
     struct app *app;
-    pthread_mutex_t lock;          /* guards everything below the line */
-    unsigned refs;                 /* the request side and the LLM side */
-    bool streaming;                /* /api/chat-stream */
+    pthread_mutex_t lock; /* guards everything below the line */
+    unsigned refs;        /* the request side and the LLM side */
+    bool streaming;       /* /api/chat-stream */
     char conv_id[UUID_STR_LEN + 1];
     char *question;
     size_t question_len;
-    int64_t user_time;             /* usec */
+    int64_t user_time; /* usec */
     struct llm_call *call;
     /* ---- */
     enum chat_state state;
     enum chatd_err err;
     char *err_msg;
-    struct buf answer;             /* content so far */
-    struct buf pending;            /* events formatted before the stream started */
-    struct http_request *parked;   /* the request, while parked */
-    struct http_stream *stream;    /* once the stream started */
-    bool final_sent;               /* `event: done` / `event: error` queued */
-    bool stored;                   /* the exchange is in the database */
+    struct buf answer;           /* content so far */
+    struct buf pending;          /* events formatted before the stream started */
+    struct http_request *parked; /* the request, while parked */
+    struct http_stream *stream;  /* once the stream started */
+    bool final_sent;             /* `event: done` / `event: error` queued */
+    bool stored;                 /* the exchange is in the database */
 };
 
 /* ---- the request: validation, conversation, history ---- */
@@ -352,7 +352,8 @@ static void on_delta(void *arg, enum upstream_delta kind, const char *text, size
     if (c->stream) {
         enum chatd_err err = http_stream_write(c->stream, ev.ptr, ev.len);
         if (err == CHATD_ETOOBIG) {
-            settle(c, CHAT_FAILED, CHATD_EUPSTREAM, "the client does not read the stream fast enough");
+            settle(c, CHAT_FAILED, CHATD_EUPSTREAM,
+                   "the client does not read the stream fast enough");
             llm_cancel(c->call);
             http_stream_end(c->stream, false);
         }
@@ -401,8 +402,8 @@ static void on_request_done(void *arg, bool ok)
         c->state = CHAT_ABANDONED;
         cancel = true;
         store_partial = c->answer.len > 0;
-    } else if ((c->state == CHAT_DONE || c->state == CHAT_STOPPED) && c->streaming &&
-               !c->stored && c->answer.len > 0) {
+    } else if ((c->state == CHAT_DONE || c->state == CHAT_STOPPED) && c->streaming && !c->stored &&
+               c->answer.len > 0) {
         store_partial = true; /* it ended just as the client left */
     }
     if (store_partial)
@@ -414,8 +415,8 @@ static void on_request_done(void *arg, bool ok)
         /* The state is final: nobody writes the answer any more. */
         store_exchange(c->app, c->conv_id, c->question, c->question_len, c->answer.ptr,
                        c->answer.len, c->user_time);
-        log_info("chat: client left conversation %s mid-answer; stored %zu bytes of it",
-                 c->conv_id, c->answer.len);
+        log_info("chat: client left conversation %s mid-answer; stored %zu bytes of it", c->conv_id,
+                 c->answer.len);
     }
     chat_unref(c);
 }
@@ -440,16 +441,16 @@ static void chat_answer(struct http_request *req, struct chat *c)
                            c->err_msg ? c->err_msg : "the model failed");
         return;
     }
-    enum chatd_err err = store_exchange(app, c->conv_id, c->question, c->question_len,
-                                        c->answer.ptr ? c->answer.ptr : "", c->answer.len,
-                                        c->user_time);
+    enum chatd_err err =
+        store_exchange(app, c->conv_id, c->question, c->question_len,
+                       c->answer.ptr ? c->answer.ptr : "", c->answer.len, c->user_time);
     if (err) {
         api_store_error(req, err, "");
         return;
     }
     c->stored = true;
-    cache_put(app->cache, c->conv_id, c->question, c->question_len, c->answer.ptr ? c->answer.ptr : "",
-              c->answer.len, time_now_usec());
+    cache_put(app->cache, c->conv_id, c->question, c->question_len,
+              c->answer.ptr ? c->answer.ptr : "", c->answer.len, time_now_usec());
     struct buf b = BUF_INIT;
     format_success(&b, c->answer.ptr ? c->answer.ptr : "", c->answer.len, c->conv_id, false);
     http_respond_json(req, 200, &b);

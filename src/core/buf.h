@@ -23,7 +23,7 @@ struct str {
     size_t len;
 };
 
-#define STR_NULL ((struct str){NULL, 0})
+#define STR_NULL   ((struct str){NULL, 0})
 #define STR_LIT(s) ((struct str){(s), sizeof(s) - 1})
 
 struct buf {
@@ -33,7 +33,10 @@ struct buf {
     size_t max; /* largest len allowed; 0 means unlimited */
 };
 
-#define BUF_INIT {NULL, 0, 0, 0}
+#define BUF_INIT                                                                                   \
+    {                                                                                              \
+        NULL, 0, 0, 0                                                                              \
+    }
 
 /* Empties b and sets its cap (0 = unlimited). b must not own memory. */
 void buf_init(struct buf *b, size_t max);

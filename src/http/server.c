@@ -42,14 +42,14 @@
 #include "core/log.h"
 #include "core/timefmt.h"
 
-#define MAX_PARAMS      4
-#define MAX_HEADERS     8
-#define HEARTBEAT_USEC  (15 * USEC_PER_SEC)
-#define FD_RESERVE      128 /* descriptors kept for files, the database, epoll, eventfds */
-#define STREAM_BLOCK    (16 * 1024)
+#define MAX_PARAMS        4
+#define MAX_HEADERS       8
+#define HEARTBEAT_USEC    (15 * USEC_PER_SEC)
+#define FD_RESERVE        128 /* descriptors kept for files, the database, epoll, eventfds */
+#define STREAM_BLOCK      (16 * 1024)
 #define RESUME_BATCH_USEC 5000 /* how long wake-ups are collected before resuming */
-#define ALLOWED_METHODS "GET, POST, DELETE, OPTIONS"
-#define ALLOWED_HEADERS "Content-Type, Authorization, Range, If-None-Match, Last-Event-ID"
+#define ALLOWED_METHODS   "GET, POST, DELETE, OPTIONS"
+#define ALLOWED_HEADERS   "Content-Type, Authorization, Range, If-None-Match, Last-Event-ID"
 #define EXPOSED_HEADERS                                                                            \
     "X-Conversation-Id, X-Export-File, Content-Disposition, Content-Length, ETag"
 
@@ -71,7 +71,7 @@ struct http_server {
      * token. A leaf lock: nothing else is taken while holding it. */
     pthread_mutex_t rq_lock;
     pthread_cond_t rq_cond;
-    struct http_stream *rq;        /* singly linked through rq_next */
+    struct http_stream *rq; /* singly linked through rq_next */
     bool rq_stopping;
     pthread_t resumer;
     bool resumer_started;
@@ -82,7 +82,7 @@ struct http_request {
     struct MHD_Connection *conn;
     struct http_request *prev, *next; /* srv->requests */
     const struct http_route *route;
-    unsigned allowed;  /* methods of routes whose pattern matched */
+    unsigned allowed; /* methods of routes whose pattern matched */
     enum http_method method;
     char method_name[12];
     char *path;
@@ -90,14 +90,14 @@ struct http_request {
     size_t param_len[MAX_PARAMS];
     struct buf body;
     bool body_too_big;
-    bool dispatched;  /* the route's handler has run */
-    bool answered;    /* a response is queued */
-    bool deferred;    /* parked; resumed() runs when resumed */
-    bool suspended;   /* deferred and not yet resumed; under srv->lock */
+    bool dispatched; /* the route's handler has run */
+    bool answered;   /* a response is queued */
+    bool deferred;   /* parked; resumed() runs when resumed */
+    bool suspended;  /* deferred and not yet resumed; under srv->lock */
     http_handler_fn resumed;
     int status;
-    uint64_t bytes;   /* body bytes of a complete response */
-    int64_t started;  /* monotonic usec */
+    uint64_t bytes;  /* body bytes of a complete response */
+    int64_t started; /* monotonic usec */
     struct http_stream *stream;
     void *data;
     void (*done)(void *data, bool ok);
@@ -118,10 +118,10 @@ struct http_stream {
     bool ok;                     /* ...and the response is complete */
     bool closed;                 /* the request is over */
     bool heartbeat;
-    bool resume_queued;          /* on srv->rq (holding a reference) */
+    bool resume_queued; /* on srv->rq (holding a reference) */
     struct http_stream *rq_next;
-    int64_t last_write;          /* monotonic usec */
-    uint64_t sent;               /* bytes handed to MHD */
+    int64_t last_write; /* monotonic usec */
+    uint64_t sent;      /* bytes handed to MHD */
     http_pull_fn pull;
     void *pull_arg;
     struct http_stream *hb_prev, *hb_next; /* srv->beating, if heartbeat */
@@ -130,21 +130,32 @@ struct http_stream {
 int http_status_for(enum chatd_err err)
 {
     switch (err) {
-    case CHATD_OK: return 200;
-    case CHATD_EINVAL: return 400;
-    case CHATD_EUNAUTH: return 401;
-    case CHATD_ENOTFOUND: return 404;
-    case CHATD_EMETHOD: return 405;
-    case CHATD_ETOOBIG: return 413;
-    case CHATD_ERATE: return 429;
-    case CHATD_EUPSTREAM: return 502;
-    case CHATD_EDB: return 503;
-    case CHATD_ETIMEOUT: return 504;
+    case CHATD_OK:
+        return 200;
+    case CHATD_EINVAL:
+        return 400;
+    case CHATD_EUNAUTH:
+        return 401;
+    case CHATD_ENOTFOUND:
+        return 404;
+    case CHATD_EMETHOD:
+        return 405;
+    case CHATD_ETOOBIG:
+        return 413;
+    case CHATD_ERATE:
+        return 429;
+    case CHATD_EUPSTREAM:
+        return 502;
+    case CHATD_EDB:
+        return 503;
+    case CHATD_ETIMEOUT:
+        return 504;
     case CHATD_EIO:
     case CHATD_ECLOSED:
     case CHATD_ECANCELLED:
     case CHATD_ENOTBUILT:
-    case CHATD_EINTERNAL: return 500;
+    case CHATD_EINTERNAL:
+        return 500;
     }
     return 500;
 }
@@ -155,8 +166,8 @@ static enum http_method parse_method(const char *m)
         const char *name;
         enum http_method method;
     } methods[] = {
-        {"GET", HTTP_GET},       {"HEAD", HTTP_HEAD},       {"POST", HTTP_POST},
-        {"PUT", HTTP_PUT},       {"DELETE", HTTP_DELETE},   {"OPTIONS", HTTP_OPTIONS},
+        {"GET", HTTP_GET},     {"HEAD", HTTP_HEAD},     {"POST", HTTP_POST},
+        {"PUT", HTTP_PUT},     {"DELETE", HTTP_DELETE}, {"OPTIONS", HTTP_OPTIONS},
         {"PATCH", HTTP_PATCH},
     };
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
@@ -278,8 +289,8 @@ static void respond_method_not_allowed(struct http_request *req, unsigned allowe
     static const struct {
         enum http_method m;
         const char *name;
-    } names[] = {{HTTP_GET, "GET"},       {HTTP_HEAD, "HEAD"},   {HTTP_POST, "POST"},
-                 {HTTP_PUT, "PUT"},       {HTTP_DELETE, "DELETE"}, {HTTP_PATCH, "PATCH"}};
+    } names[] = {{HTTP_GET, "GET"}, {HTTP_HEAD, "HEAD"},     {HTTP_POST, "POST"},
+                 {HTTP_PUT, "PUT"}, {HTTP_DELETE, "DELETE"}, {HTTP_PATCH, "PATCH"}};
     struct buf allow = BUF_INIT;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (allowed & names[i].m) {
@@ -870,8 +881,8 @@ static rlim_t raise_nofile(void)
     return rl.rlim_cur;
 }
 
-enum chatd_err http_server_start(const struct http_options *opt, struct http_server **out, char *why,
-                                 size_t why_len)
+enum chatd_err http_server_start(const struct http_options *opt, struct http_server **out,
+                                 char *why, size_t why_len)
 {
     *out = NULL;
     struct addrinfo hints = {0}, *ai = NULL;
@@ -899,13 +910,13 @@ enum chatd_err http_server_start(const struct http_options *opt, struct http_ser
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    srv->daemon = MHD_start_daemon(
-        flags, (uint16_t)opt->port, NULL, NULL, access_handler, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv, MHD_OPTION_SOCK_ADDR,
-        ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)opt->threads,
-        MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)opt->idle_timeout, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)4096,
-        MHD_OPTION_NOTIFY_COMPLETED, completed, srv,
-        MHD_OPTION_END);
+    srv->daemon = MHD_start_daemon(flags, (uint16_t)opt->port, NULL, NULL, access_handler, srv,
+                                   MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv, MHD_OPTION_SOCK_ADDR,
+                                   ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE,
+                                   (unsigned int)opt->threads, MHD_OPTION_CONNECTION_LIMIT, limit,
+                                   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)opt->idle_timeout,
+                                   MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)4096,
+                                   MHD_OPTION_NOTIFY_COMPLETED, completed, srv, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!srv->daemon) {
         snprintf(why, why_len, "cannot listen on %s:%u: %s", opt->host, opt->port,
@@ -930,8 +941,7 @@ enum chatd_err http_server_start(const struct http_options *opt, struct http_ser
     log_info("http: descriptor limit %llu: up to %u connections, about %u concurrent streams "
              "(a stream holds a client and an upstream connection)",
              (unsigned long long)nofile, limit, limit / 2);
-    log_info("http: listening on %s:%u with %u worker threads", opt->host, srv->port,
-             opt->threads);
+    log_info("http: listening on %s:%u with %u worker threads", opt->host, srv->port, opt->threads);
     *out = srv;
     return CHATD_OK;
 }

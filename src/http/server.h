@@ -63,28 +63,28 @@ typedef void (*http_handler_fn)(struct http_request *req);
  * available through http_param()). The first route whose pattern and
  * method both match wins. */
 struct http_route {
-    const char *pattern;    /* e.g. "/api/conversations/" then a star */
-    unsigned methods;       /* HTTP_GET | HTTP_POST ... */
+    const char *pattern; /* e.g. "/api/conversations/" then a star */
+    unsigned methods;    /* HTTP_GET | HTTP_POST ... */
     http_handler_fn handler;
 };
 
 struct http_options {
-    const char *host;              /* listen address (IPv4 or IPv6 literal) */
-    unsigned port;                 /* 0 = any free port */
-    unsigned threads;              /* worker threads, >= 1 */
-    size_t max_body;               /* bytes */
-    const char *cors_origin;       /* Access-Control-Allow-Origin value */
-    unsigned idle_timeout;         /* seconds an idle ordinary connection is kept */
+    const char *host;        /* listen address (IPv4 or IPv6 literal) */
+    unsigned port;           /* 0 = any free port */
+    unsigned threads;        /* worker threads, >= 1 */
+    size_t max_body;         /* bytes */
+    const char *cors_origin; /* Access-Control-Allow-Origin value */
+    unsigned idle_timeout;   /* seconds an idle ordinary connection is kept */
     const struct http_route *routes;
     size_t route_count;
-    void *app;                     /* handed to handlers by http_app() */
+    void *app; /* handed to handlers by http_app() */
 };
 
 /* Starts listening and serving. Raises RLIMIT_NOFILE to its hard limit
  * and sizes the connection limit from it (logged). On failure returns
  * CHATD_EIO and writes why into why. */
-enum chatd_err http_server_start(const struct http_options *opt, struct http_server **out, char *why,
-                                 size_t why_len);
+enum chatd_err http_server_start(const struct http_options *opt, struct http_server **out,
+                                 char *why, size_t why_len);
 /* The port actually listened on (useful with port 0). */
 unsigned http_server_port(const struct http_server *srv);
 /* Requests in progress (streams included). */
@@ -166,9 +166,9 @@ typedef ssize_t (*http_pull_fn)(void *arg, char *out, size_t max);
 
 struct http_stream_options {
     const char *content_type;
-    size_t queue_max;      /* bytes queued before a write fails with ETOOBIG */
-    bool heartbeat;        /* send ": ping\n\n" when idle for 15 s (SSE) */
-    http_pull_fn pull;     /* may be NULL */
+    size_t queue_max;  /* bytes queued before a write fails with ETOOBIG */
+    bool heartbeat;    /* send ": ping\n\n" when idle for 15 s (SSE) */
+    http_pull_fn pull; /* may be NULL */
     void *pull_arg;
 };
 

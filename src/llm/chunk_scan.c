@@ -213,13 +213,20 @@ static bool value(struct scan *s)
     if (s->p >= s->end)
         return false;
     switch (*s->p) {
-    case '{': return container(s, '}');
-    case '[': return container(s, ']');
-    case '"': return string(s, &t);
-    case 't': return literal(s, "true", 4);
-    case 'f': return literal(s, "false", 5);
-    case 'n': return literal(s, "null", 4);
-    default: return number(s);
+    case '{':
+        return container(s, '}');
+    case '[':
+        return container(s, ']');
+    case '"':
+        return string(s, &t);
+    case 't':
+        return literal(s, "true", 4);
+    case 'f':
+        return literal(s, "false", 5);
+    case 'n':
+        return literal(s, "null", 4);
+    default:
+        return number(s);
     }
 }
 
@@ -413,11 +420,21 @@ enum chatd_err chunk_unescape(const struct chunk_text *t, struct buf *out)
         size_t on = 0;
         /* chunk_scan() validated every escape, so no checks here. */
         switch (*p++) {
-        case 'b': o[on++] = '\b'; break;
-        case 'f': o[on++] = '\f'; break;
-        case 'n': o[on++] = '\n'; break;
-        case 'r': o[on++] = '\r'; break;
-        case 't': o[on++] = '\t'; break;
+        case 'b':
+            o[on++] = '\b';
+            break;
+        case 'f':
+            o[on++] = '\f';
+            break;
+        case 'n':
+            o[on++] = '\n';
+            break;
+        case 'r':
+            o[on++] = '\r';
+            break;
+        case 't':
+            o[on++] = '\t';
+            break;
         case 'u': {
             struct scan s = {(const unsigned char *)p, (const unsigned char *)end, 0};
             unsigned v, w;
@@ -432,7 +449,9 @@ enum chatd_err chunk_unescape(const struct chunk_text *t, struct buf *out)
             put_utf8(o, &on, cp);
             break;
         }
-        default: o[on++] = p[-1]; break; /* " \ / */
+        default:
+            o[on++] = p[-1];
+            break; /* " \ / */
         }
         if (!err)
             err = buf_append(out, o, on);

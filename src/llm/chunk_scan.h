@@ -28,7 +28,7 @@
 struct chunk_text {
     const char *ptr; /* the JSON string's body, between the quotes; NULL if absent or null */
     size_t len;
-    bool escaped;    /* holds backslash escapes: decode with chunk_unescape() */
+    bool escaped; /* holds backslash escapes: decode with chunk_unescape() */
 };
 
 struct chunk_fields {

@@ -48,16 +48,16 @@ struct llm_call {
     atomic_uint refs;
     struct llm *llm;
     CURL *easy;
-    char *body;                 /* the request JSON */
+    char *body; /* the request JSON */
     size_t body_len;
     bool stream;
     enum reply_kind kind;
     struct upstream_sse parser;
-    struct buf raw;             /* whole reply or error body */
-    enum chatd_err fail;        /* set when the write callback aborts */
+    struct buf raw;      /* whole reply or error body */
+    enum chatd_err fail; /* set when the write callback aborts */
     struct buf fail_msg;
-    bool finished;              /* done() has run */
-    int64_t last_byte;          /* monotonic usec of the last byte received (or start) */
+    bool finished;     /* done() has run */
+    int64_t last_byte; /* monotonic usec of the last byte received (or start) */
     const struct llm_callbacks *cb;
     void *arg;
     struct llm_call *prev, *next; /* llm->running */
@@ -73,18 +73,18 @@ struct cmd {
 };
 
 struct llm {
-    char *endpoint;             /* base + "/chat/completions" */
+    char *endpoint; /* base + "/chat/completions" */
     char *model;
-    int64_t timeout;            /* seconds */
+    int64_t timeout; /* seconds */
     struct curl_slist *hdr_stream, *hdr_whole;
     CURLM *multi;
     int epfd, evfd, tfd;
-    int idlefd;                 /* ticks once a second: silent calls time out */
+    int idlefd; /* ticks once a second: silent calls time out */
     pthread_t thread;
-    pthread_mutex_t lock;       /* guards cmds, cmds_tail, stopping */
+    pthread_mutex_t lock; /* guards cmds, cmds_tail, stopping */
     struct cmd *cmds, *cmds_tail;
     bool stopping;
-    struct llm_call *running;   /* LLM thread only */
+    struct llm_call *running; /* LLM thread only */
 };
 
 static const struct upstream_sse_callbacks sse_callbacks;
@@ -199,7 +199,8 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *ud)
     }
     case REPLY_ERROR:
         if (call->raw.len < ERROR_BODY_MAX)
-            buf_append(&call->raw, p, n < ERROR_BODY_MAX - call->raw.len ? n : ERROR_BODY_MAX - call->raw.len);
+            buf_append(&call->raw, p,
+                       n < ERROR_BODY_MAX - call->raw.len ? n : ERROR_BODY_MAX - call->raw.len);
         return n;
     case REPLY_WHOLE:
         if (buf_append(&call->raw, p, n) != CHATD_OK) {
@@ -260,8 +261,9 @@ static void finish(struct llm *llm, struct llm_call *call, CURLcode result, enum
                 call->cb->delta(call->arg, UPSTREAM_CONTENT, answer.ptr, answer.len);
         } else {
             err = CHATD_EUPSTREAM;
-            buf_appendf(&msg, e == CHATD_EUPSTREAM ? "upstream error: %s"
-                                                   : "upstream sent a malformed reply: %s",
+            buf_appendf(&msg,
+                        e == CHATD_EUPSTREAM ? "upstream error: %s"
+                                             : "upstream sent a malformed reply: %s",
                         why.len ? why.ptr : chatd_strerror(e));
         }
         buf_release(&answer);
@@ -504,8 +506,8 @@ enum chatd_err llm_start(const struct llm_options *opt, struct llm **out)
     struct curl_slist **lists[2] = {&llm->hdr_stream, &llm->hdr_whole};
     for (int i = 0; i < 2; i++) {
         *lists[i] = curl_slist_append(*lists[i], "Content-Type: application/json");
-        *lists[i] = curl_slist_append(*lists[i],
-                                      i == 0 ? "Accept: text/event-stream" : "Accept: application/json");
+        *lists[i] = curl_slist_append(*lists[i], i == 0 ? "Accept: text/event-stream"
+                                                        : "Accept: application/json");
         *lists[i] = curl_slist_append(*lists[i], "Expect:"); /* no 100-continue round trip */
         if (opt->key && *opt->key) {
             struct buf h = BUF_INIT;
@@ -520,8 +522,7 @@ enum chatd_err llm_start(const struct llm_options *opt, struct llm **out)
     llm->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     llm->idlefd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     if (!llm->multi || llm->epfd < 0 || llm->evfd < 0 || llm->tfd < 0 || llm->idlefd < 0 ||
-        !llm->hdr_stream ||
-        !llm->hdr_whole) {
+        !llm->hdr_stream || !llm->hdr_whole) {
         log_error("llm: cannot set up the upstream client: %s", strerror(errno));
         free_llm(llm);
         return CHATD_EINTERNAL;

@@ -37,10 +37,10 @@ struct llm;
 struct llm_call;
 
 struct llm_options {
-    const char *url;   /* base URL, e.g. https://integrate.api.nvidia.com/v1 */
-    const char *key;   /* sent as Authorization: Bearer; NULL for none */
+    const char *url; /* base URL, e.g. https://integrate.api.nvidia.com/v1 */
+    const char *key; /* sent as Authorization: Bearer; NULL for none */
     const char *model;
-    int64_t timeout;   /* seconds */
+    int64_t timeout; /* seconds */
 };
 
 struct llm_message {

@@ -50,12 +50,12 @@ struct store_conversation {
 };
 
 struct store_message {
-    int64_t id;          /* the key: increasing in insertion order */
-    const char *role;    /* "user" or "assistant" (any text for foreign rows) */
+    int64_t id;       /* the key: increasing in insertion order */
+    const char *role; /* "user" or "assistant" (any text for foreign rows) */
     size_t role_len;
     const char *content; /* may hold any bytes, including NUL and invalid UTF-8 */
     size_t content_len;
-    int64_t timestamp;   /* usec */
+    int64_t timestamp; /* usec */
 };
 
 /* One question and its answer, written in one transaction. */

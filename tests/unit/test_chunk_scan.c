@@ -98,20 +98,24 @@ static void check_declines(const char *d)
 static void test_typical(void **state)
 {
     (void)state;
-    check_accepts("{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,"
-                  "\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"},"
-                  "\"logprobs\":null,\"finish_reason\":null}]}",
-                  "Hello", NULL);
-    check_accepts("{\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}", "", NULL);
+    check_accepts(
+        "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,"
+        "\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"},"
+        "\"logprobs\":null,\"finish_reason\":null}]}",
+        "Hello", NULL);
+    check_accepts("{\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}", "",
+                  NULL);
     check_accepts("{\"choices\":[{\"delta\":{\"reasoning_content\":\"think\",\"content\":null}}]}",
                   NULL, "think");
     check_accepts("{\"choices\":[{\"delta\":{\"reasoning\":\"vllm\"}}]}", NULL, "vllm");
     check_accepts("{\"choices\":[{\"delta\":{\"reasoning_content\":null,\"reasoning\":\"r\"}}]}",
                   NULL, "r");
-    check_accepts("{\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"total_tokens\":5}}", NULL, NULL);
+    check_accepts("{\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"total_tokens\":5}}", NULL,
+                  NULL);
     check_accepts("{\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}", NULL, NULL);
-    check_accepts("  {\"choices\" : [ { \"delta\" : { \"content\" : \"a b\" } } ] , \"x\": -0.5 }\r\n",
-                  "a b", NULL);
+    check_accepts(
+        "  {\"choices\" : [ { \"delta\" : { \"content\" : \"a b\" } } ] , \"x\": -0.5 }\r\n", "a b",
+        NULL);
     check_accepts("{\"choices\":[{\"delta\":{\"content\":\"你好🌟\"}}]}", "你好🌟", NULL);
     check_accepts("{\"choices\":[{\"delta\":{\"content\":\"x\"}},{\"delta\":{\"content\":\"y\"}}]}",
                   "x", NULL);
@@ -171,10 +175,13 @@ static void test_differential(void **state)
 {
     static const char *const corpus[] = {
         "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"m\","
-        "\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hi \\\"you\\\"\"},"
+        "\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hi "
+        "\\\"you\\\"\"},"
         "\"finish_reason\":null}]}",
-        "{\"choices\":[{\"delta\":{\"reasoning_content\":\"\\u4f60 \\ud83d\\ude00\",\"content\":null}}]}",
-        "{\"choices\":[{\"delta\":{\"content\":\"你好 🌟\\n\"},\"logprobs\":{\"a\":[1,2.5,true,false]}}]}",
+        "{\"choices\":[{\"delta\":{\"reasoning_content\":\"\\u4f60 "
+        "\\ud83d\\ude00\",\"content\":null}}]}",
+        "{\"choices\":[{\"delta\":{\"content\":\"你好 "
+        "🌟\\n\"},\"logprobs\":{\"a\":[1,2.5,true,false]}}]}",
         "{\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":2}}",
         "{\"choices\":[{\"delta\":{\"reasoning\":\"r\",\"content\":\"c\"}}],\"x\":[{},[],\"s\"]}",
     };
@@ -190,7 +197,9 @@ static void test_differential(void **state)
         for (int e = 0; e < edits && n > 1; e++) {
             size_t at = rng() % n;
             switch (rng() % 4) {
-            case 0: d[at] = alphabet[rng() % (sizeof alphabet - 1)]; break;
+            case 0:
+                d[at] = alphabet[rng() % (sizeof alphabet - 1)];
+                break;
             case 1:
                 memmove(d + at, d + at + 1, n - at - 1);
                 n--;
@@ -202,7 +211,9 @@ static void test_differential(void **state)
                     n++;
                 }
                 break;
-            default: n = at + 1; break;
+            default:
+                n = at + 1;
+                break;
             }
         }
         struct chunk_fields f;
