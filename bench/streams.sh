@@ -184,11 +184,35 @@ j2() {
 CLK_TCK=$(getconf CLK_TCK)
 
 # --- build -------------------------------------------------------------------
+# Configures and builds with extra C flags $1 (cached by CMake, so always
+# given, even when empty).
+build() {
+    cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE="$BUILD_TYPE" -DCHATD_TESTS=OFF \
+        -DCMAKE_C_FLAGS="$1" >"$TMP/build.log" 2>&1 &&
+        cmake --build "$BUILD" -j "$(nproc)" --target chatd mock-llm streamload \
+            >>"$TMP/build.log" 2>&1
+}
+
 echo "streams.sh: building chatd, mock-llm and streamload in $BUILD ($BUILD_TYPE)" >&2
-if ! cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE="$BUILD_TYPE" -DCHATD_TESTS=OFF >"$TMP/build.log" 2>&1 ||
-    ! cmake --build "$BUILD" -j "$(nproc)" --target chatd mock-llm streamload >>"$TMP/build.log" 2>&1; then
-    tail -n 40 "$TMP/build.log" >&2
-    die "build failed (the last 40 lines of the build log are above)"
+BUILD_NOTE=""
+if ! build ""; then
+    # gcc's -O3 flow analysis raises maybe-uninitialized warnings that -O2
+    # does not, and -Werror makes them fatal. That is the code's bug to
+    # fix, not the benchmark's to hide: say so loudly, record it, and
+    # measure the same code with that one warning left non-fatal.
+    if grep -q 'Werror=maybe-uninitialized' "$TMP/build.log"; then
+        grep -B1 -A3 'Werror=maybe-uninitialized' "$TMP/build.log" | head -n 20 >&2
+        echo "streams.sh: WARNING: the $BUILD_TYPE build fails on -Werror=maybe-uninitialized" \
+            "(above); building again with -Wno-error=maybe-uninitialized" >&2
+        BUILD_NOTE="$BUILD_TYPE build failed on -Werror=maybe-uninitialized; measured with -Wno-error=maybe-uninitialized"
+        build "-Wno-error=maybe-uninitialized" || {
+            tail -n 40 "$TMP/build.log" >&2
+            die "build failed (the last 40 lines of the build log are above)"
+        }
+    else
+        tail -n 40 "$TMP/build.log" >&2
+        die "build failed (the last 40 lines of the build log are above)"
+    fi
 fi
 
 # Each stream costs chatd two fds and the mock and streamload one each:
@@ -344,6 +368,7 @@ done
 echo
 echo "chatd streams: $TOKENS tokens ${DELAY_MS} ms apart per stream, ramp $RAMP/s, $(nproc) cpus," \
     "commit $COMMIT, $BUILD_TYPE build"
+[ -z "$BUILD_NOTE" ] || echo "NOTE: $BUILD_NOTE"
 printf '%6s %9s %6s %9s %9s %9s %9s %8s %8s %8s %8s %6s %5s %5s %7s\n' N completed failed \
     "ttft p50" "ttft p99" "add p50" "add p99" "idle MB" "peak MB" "chatd s" "mock s" alive \
     busy% busy% "other s"
@@ -362,6 +387,7 @@ mkdir -p bench/results
 OUT="bench/results/streams-$DATE.json"
 cat >"$OUT" <<EOF
 {"benchmark": "streams", "date": "$DATE", "commit": "$COMMIT", "build_type": "$BUILD_TYPE",
+ "build_note": "$BUILD_NOTE",
  "machine": {"cpus": $(nproc), "kernel": "$(uname -r)", "nofile": $NOFILE},
  "tokens": $TOKENS, "delay_ms": $DELAY_MS, "ramp": $RAMP,
  "runs": [
