@@ -4,7 +4,7 @@
 #   bash bench/streams.sh            # N = 100 1000 9000
 #   bash bench/streams.sh 100 1000   # any list of N
 #
-# Builds chatd, mock-llm and streamload (Release, in build-bench/), starts
+# Builds chatd, mock-llm and streamload (RelWithDebInfo, in build-bench/), starts
 # the mock once, and for each N starts a fresh chatd (so VmHWM, the peak
 # RSS, is per N), records its idle RSS, then lets bench/streamload open N
 # concurrent POST /api/chat-stream requests of TOKENS stamped tokens
@@ -16,7 +16,7 @@
 # (streamload --raw-openai): the floor that chatd's figures compare to.
 #
 # Environment: TOKENS (100), DELAY_MS (50), RAMP (2000 connections/s),
-# BUILD_DIR (build-bench), BUILD_TYPE (Release), REFERENCE (1). Results: a table on stdout and
+# BUILD_DIR (build-bench), BUILD_TYPE (RelWithDebInfo), REFERENCE (1). Results: a table on stdout and
 # bench/results/streams-<date>.json. All processes and temp files are
 # removed on exit. Targets 127.0.0.1 only. Needs bash, cmake, a C compiler
 # and the libraries of scripts/install-deps.sh; no python, no jq.
@@ -29,7 +29,7 @@ TOKENS=${TOKENS:-100}
 DELAY_MS=${DELAY_MS:-50}
 RAMP=${RAMP:-2000}
 BUILD=${BUILD_DIR:-build-bench}
-BUILD_TYPE=${BUILD_TYPE:-Release}
+BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo}
 REFERENCE=${REFERENCE:-1}
 if [ $# -gt 0 ]; then NS=("$@"); else NS=(100 1000 9000); fi
 for n in "${NS[@]}"; do
@@ -184,35 +184,13 @@ j2() {
 CLK_TCK=$(getconf CLK_TCK)
 
 # --- build -------------------------------------------------------------------
-# Configures and builds with extra C flags $1 (cached by CMake, so always
-# given, even when empty).
-build() {
-    cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE="$BUILD_TYPE" -DCHATD_TESTS=OFF \
-        -DCMAKE_C_FLAGS="$1" >"$TMP/build.log" 2>&1 &&
-        cmake --build "$BUILD" -j "$(nproc)" --target chatd mock-llm streamload \
-            >>"$TMP/build.log" 2>&1
-}
-
 echo "streams.sh: building chatd, mock-llm and streamload in $BUILD ($BUILD_TYPE)" >&2
-BUILD_NOTE=""
-if ! build ""; then
-    # gcc's -O3 flow analysis raises maybe-uninitialized warnings that -O2
-    # does not, and -Werror makes them fatal. That is the code's bug to
-    # fix, not the benchmark's to hide: say so loudly, record it, and
-    # measure the same code with that one warning left non-fatal.
-    if grep -q 'Werror=maybe-uninitialized' "$TMP/build.log"; then
-        grep -B1 -A3 'Werror=maybe-uninitialized' "$TMP/build.log" | head -n 20 >&2
-        echo "streams.sh: WARNING: the $BUILD_TYPE build fails on -Werror=maybe-uninitialized" \
-            "(above); building again with -Wno-error=maybe-uninitialized" >&2
-        BUILD_NOTE="$BUILD_TYPE build failed on -Werror=maybe-uninitialized; measured with -Wno-error=maybe-uninitialized"
-        build "-Wno-error=maybe-uninitialized" || {
-            tail -n 40 "$TMP/build.log" >&2
-            die "build failed (the last 40 lines of the build log are above)"
-        }
-    else
-        tail -n 40 "$TMP/build.log" >&2
-        die "build failed (the last 40 lines of the build log are above)"
-    fi
+if ! { cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE="$BUILD_TYPE" -DCHATD_TESTS=OFF \
+           >"$TMP/build.log" 2>&1 &&
+       cmake --build "$BUILD" -j "$(nproc)" --target chatd mock-llm streamload \
+           >>"$TMP/build.log" 2>&1; }; then
+    tail -n 40 "$TMP/build.log" >&2
+    die "build failed (the last 40 lines of the build log are above)"
 fi
 
 # Each stream costs chatd two fds and the mock and streamload one each:
@@ -368,7 +346,6 @@ done
 echo
 echo "chatd streams: $TOKENS tokens ${DELAY_MS} ms apart per stream, ramp $RAMP/s, $(nproc) cpus," \
     "commit $COMMIT, $BUILD_TYPE build"
-[ -z "$BUILD_NOTE" ] || echo "NOTE: $BUILD_NOTE"
 printf '%6s %9s %6s %9s %9s %9s %9s %8s %8s %8s %8s %6s %5s %5s %7s\n' N completed failed \
     "ttft p50" "ttft p99" "add p50" "add p99" "idle MB" "peak MB" "chatd s" "mock s" alive \
     busy% busy% "other s"
@@ -387,7 +364,6 @@ mkdir -p bench/results
 OUT="bench/results/streams-$DATE.json"
 cat >"$OUT" <<EOF
 {"benchmark": "streams", "date": "$DATE", "commit": "$COMMIT", "build_type": "$BUILD_TYPE",
- "build_note": "$BUILD_NOTE",
  "machine": {"cpus": $(nproc), "kernel": "$(uname -r)", "nofile": $NOFILE},
  "tokens": $TOKENS, "delay_ms": $DELAY_MS, "ramp": $RAMP,
  "runs": [

@@ -76,6 +76,7 @@ enum chatd_err sweeper_start(struct store *st, struct cache *cache, int64_t inte
         *out = NULL;
         return CHATD_EINTERNAL;
     }
+    pthread_setname_np(sw->thread, "chatd-sweep");
     *out = sw;
     return CHATD_OK;
 }

@@ -188,13 +188,8 @@ static bool find_conversation(struct http_request *req, const struct chat_input 
 {
     struct app *app = http_app(req);
     *existing = false;
-    if (uuid_valid(in->conv_id.ptr, in->conv_id.len)) {
-        char want[UUID_STR_LEN + 1];
-        for (size_t i = 0; i < UUID_STR_LEN; i++) /* ids are stored lowercase */
-            want[i] = (char)(in->conv_id.ptr[i] >= 'A' && in->conv_id.ptr[i] <= 'F'
-                                 ? in->conv_id.ptr[i] + ('a' - 'A')
-                                 : in->conv_id.ptr[i]);
-        want[UUID_STR_LEN] = '\0';
+    char want[UUID_STR_LEN + 1];
+    if (uuid_normalize(in->conv_id.ptr, in->conv_id.len, want)) {
         struct store_conversation conv;
         enum chatd_err err = store_conversation_get(app->store, want, time_now_usec(), &conv);
         if (err == CHATD_OK) {

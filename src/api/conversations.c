@@ -23,12 +23,7 @@ static const char NOT_FOUND[] = "Conversation not found";
 static bool param_id(struct http_request *req, char id[UUID_STR_LEN + 1])
 {
     struct str p = http_param(req, 0);
-    if (!uuid_valid(p.ptr, p.len))
-        return false;
-    for (size_t i = 0; i < UUID_STR_LEN; i++)
-        id[i] = (char)(p.ptr[i] >= 'A' && p.ptr[i] <= 'F' ? p.ptr[i] + ('a' - 'A') : p.ptr[i]);
-    id[UUID_STR_LEN] = '\0';
-    return true;
+    return uuid_normalize(p.ptr, p.len, id);
 }
 
 struct history_writer {

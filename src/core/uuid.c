@@ -47,3 +47,13 @@ bool uuid_valid(const char *s, size_t n)
     }
     return true;
 }
+
+bool uuid_normalize(const char *s, size_t n, char out[UUID_STR_LEN + 1])
+{
+    if (!uuid_valid(s, n))
+        return false;
+    for (size_t i = 0; i < UUID_STR_LEN; i++)
+        out[i] = (char)(s[i] >= 'A' && s[i] <= 'F' ? s[i] + ('a' - 'A') : s[i]);
+    out[UUID_STR_LEN] = '\0';
+    return true;
+}

@@ -20,5 +20,8 @@
 enum chatd_err uuid_v4(char out[UUID_STR_LEN + 1]);
 /* True if s (n bytes) is a UUID in 8-4-4-4-12 hex form, any case. */
 bool uuid_valid(const char *s, size_t n);
+/* If s (n bytes) is a UUID, writes its lowercase form (the form chatd
+ * stores) and a NUL into out and returns true; else returns false. */
+bool uuid_normalize(const char *s, size_t n, char out[UUID_STR_LEN + 1]);
 
 #endif

@@ -931,12 +931,14 @@ enum chatd_err http_server_start(const struct http_options *opt, struct http_ser
         http_server_free(srv);
         return CHATD_EIO;
     }
+    pthread_setname_np(srv->resumer, "chatd-resume");
     srv->resumer_started = true;
     if (pthread_create(&srv->ticker, NULL, ticker_main, srv) != 0) {
         snprintf(why, why_len, "cannot start the heartbeat thread");
         http_server_free(srv);
         return CHATD_EIO;
     }
+    pthread_setname_np(srv->ticker, "chatd-beat");
     srv->ticker_started = true;
     log_info("http: descriptor limit %llu: up to %u connections, about %u concurrent streams "
              "(a stream holds a client and an upstream connection)",

@@ -437,7 +437,7 @@ enum chatd_err chunk_unescape(const struct chunk_text *t, struct buf *out)
             break;
         case 'u': {
             struct scan s = {(const unsigned char *)p, (const unsigned char *)end, 0};
-            unsigned v, w;
+            unsigned v = 0, w = 0;
             hex4(&s, &v);
             uint32_t cp = v;
             if (v >= 0xd800 && v <= 0xdbff) {

@@ -546,6 +546,7 @@ enum chatd_err llm_start(const struct llm_options *opt, struct llm **out)
         free_llm(llm);
         return CHATD_EINTERNAL;
     }
+    pthread_setname_np(llm->thread, "chatd-llm");
     *out = llm;
     return CHATD_OK;
 }

@@ -45,4 +45,9 @@ struct store_ops {
 
 extern const struct store_ops store_sqlite_ops;
 
+/* Writes a printf-formatted reason into why (why_len bytes, always
+ * terminated); does nothing when why is NULL. For backends' `why`s. */
+void store_set_why(char *why, size_t why_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 #endif

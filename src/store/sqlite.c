@@ -169,19 +169,6 @@ struct conn {
     struct conn *prev, *next; /* on owner->conns */
 };
 
-static void set_why(char *why, size_t why_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_why(char *why, size_t why_len, const char *fmt, ...)
-{
-    if (!why || why_len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, why_len, fmt, ap);
-    va_end(ap);
-}
-
 /* ---- connections ---- */
 
 static void conn_close(struct conn *c)
@@ -230,23 +217,23 @@ static struct conn *conn_open(struct sq *s, bool create, char *why, size_t why_l
     c->owner = s;
     int rc = sqlite3_open_v2(s->path, &c->db, flags, NULL);
     if (rc != SQLITE_OK) {
-        set_why(why, why_len, "cannot open database '%s': %s", s->path,
-                c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+        store_set_why(why, why_len, "cannot open database '%s': %s", s->path,
+                      c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
         goto fail;
     }
     sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
     if (!set_wal(c->db, mode, sizeof mode))
         goto fail_db;
     if (strcasecmp(mode, "wal") != 0) {
-        set_why(why, why_len, "cannot open database '%s': journal_mode is '%s', not wal", s->path,
-                mode);
+        store_set_why(why, why_len, "cannot open database '%s': journal_mode is '%s', not wal",
+                      s->path, mode);
         goto fail;
     }
     if (!exec_sql(c->db, "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON"))
         goto fail_db;
     if (create && !exec_sql(c->db, schema_sql)) {
-        set_why(why, why_len, "cannot create the schema in '%s': %s", s->path,
-                sqlite3_errmsg(c->db));
+        store_set_why(why, why_len, "cannot create the schema in '%s': %s", s->path,
+                      sqlite3_errmsg(c->db));
         exec_sql(c->db, "ROLLBACK");
         goto fail;
     }
@@ -257,7 +244,7 @@ static struct conn *conn_open(struct sq *s, bool create, char *why, size_t why_l
     }
     return c;
 fail_db:
-    set_why(why, why_len, "cannot open database '%s': %s", s->path, sqlite3_errmsg(c->db));
+    store_set_why(why, why_len, "cannot open database '%s': %s", s->path, sqlite3_errmsg(c->db));
 fail:
     conn_close(c);
     return NULL;
@@ -323,12 +310,12 @@ static enum chatd_err conn_get(struct sq *s, struct conn **out, char *why, size_
         c = conn_open(s, false, reason, sizeof reason);
         if (!c) {
             log_error("store: %s", reason);
-            set_why(why, why_len, "%s", reason);
+            store_set_why(why, why_len, "%s", reason);
             return CHATD_EDB;
         }
         if (!conn_register(s, c)) {
             log_error("store: cannot keep a connection for this thread");
-            set_why(why, why_len, "cannot keep a connection for this thread");
+            store_set_why(why, why_len, "cannot keep a connection for this thread");
             conn_close(c);
             return CHATD_EDB;
         }
@@ -556,14 +543,14 @@ static enum chatd_err sq_open(const char *target, const struct store_options *op
 
     *be = NULL;
     if (strcmp(target, ":memory:") == 0 || strncmp(target, "file:", 5) == 0) {
-        set_why(why, why_len,
-                "sqlite:%s is not supported: give a file path (every thread opens its own "
-                "connection to it)",
-                target);
+        store_set_why(why, why_len,
+                      "sqlite:%s is not supported: give a file path (every thread opens its own "
+                      "connection to it)",
+                      target);
         return CHATD_EINVAL;
     }
     if (!sqlite3_threadsafe()) {
-        set_why(why, why_len, "this sqlite library was built without thread support");
+        store_set_why(why, why_len, "this sqlite library was built without thread support");
         return CHATD_EDB;
     }
     s = xcalloc(1, sizeof *s);
@@ -572,7 +559,7 @@ static enum chatd_err sq_open(const char *target, const struct store_options *op
     atomic_init(&s->bad_time_logged, false);
     pthread_mutex_init(&s->lock, NULL);
     if (pthread_key_create(&s->key, conn_thread_exit) != 0) {
-        set_why(why, why_len, "cannot create a thread key for the store");
+        store_set_why(why, why_len, "cannot create a thread key for the store");
         err = CHATD_EDB;
         goto out;
     }
@@ -583,7 +570,7 @@ static enum chatd_err sq_open(const char *target, const struct store_options *op
         goto out;
     }
     if (!conn_register(s, c)) {
-        set_why(why, why_len, "cannot keep a connection for this thread");
+        store_set_why(why, why_len, "cannot keep a connection for this thread");
         conn_close(c);
         err = CHATD_EDB;
         goto out;
@@ -607,21 +594,21 @@ static enum chatd_err probe(struct sq *s, char *why, size_t why_len)
 
     int rc = sqlite3_open_v2(s->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
-        set_why(why, why_len, "%s", db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        store_set_why(why, why_len, "%s", db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
         goto out;
     }
     sqlite3_busy_timeout(db, PROBE_TIMEOUT_MS);
     if (sqlite3_db_readonly(db, "main") == 1) {
-        set_why(why, why_len, "database file '%s' is read-only", s->path);
+        store_set_why(why, why_len, "database file '%s' is read-only", s->path);
         goto out;
     }
     if (sqlite3_prepare_v2(db, stmt_sql[ST_PING], -1, &st, NULL) != SQLITE_OK) {
-        set_why(why, why_len, "%s", sqlite3_errmsg(db));
+        store_set_why(why, why_len, "%s", sqlite3_errmsg(db));
         goto out;
     }
     rc = sqlite3_step(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        set_why(why, why_len, "%s", sqlite3_errmsg(db));
+        store_set_why(why, why_len, "%s", sqlite3_errmsg(db));
         goto out;
     }
     err = CHATD_OK;
@@ -656,7 +643,7 @@ static enum chatd_err sq_ping(void *be, char *why, size_t why_len)
         log_error("store: ping '%s': %s", s->path, reason);
 out:
     if (err)
-        set_why(why, why_len, "%s", reason);
+        store_set_why(why, why_len, "%s", reason);
     return err;
 }
 

@@ -40,10 +40,7 @@ static const struct scheme schemes[] = {
     {"mysql://", "mysql", NULL, 0},
 };
 
-static void set_why(char *why, size_t why_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_why(char *why, size_t why_len, const char *fmt, ...)
+void store_set_why(char *why, size_t why_len, const char *fmt, ...)
 {
     if (!why || why_len == 0)
         return;
@@ -83,24 +80,25 @@ enum chatd_err store_open(const char *url, const struct store_options *opt, stru
     if (!sc) {
         size_t n = scheme_len(url);
         if (n)
-            set_why(why, why_len,
-                    "unsupported database url scheme '%.*s': expected sqlite:PATH, "
-                    "postgresql://... or mysql://...",
-                    (int)n, url);
+            store_set_why(why, why_len,
+                          "unsupported database url scheme '%.*s': expected sqlite:PATH, "
+                          "postgresql://... or mysql://...",
+                          (int)n, url);
         else
-            set_why(why, why_len,
-                    "unsupported database url: expected sqlite:PATH, postgresql://... or "
-                    "mysql://...");
+            store_set_why(why, why_len,
+                          "unsupported database url: expected sqlite:PATH, postgresql://... or "
+                          "mysql://...");
         err = CHATD_EINVAL;
         goto out;
     }
     if (!sc->ops) {
-        set_why(why, why_len, "the %s backend is not built yet", sc->name);
+        store_set_why(why, why_len, "the %s backend is not built yet", sc->name);
         err = CHATD_ENOTBUILT;
         goto out;
     }
     if (url[sc->skip] == '\0') {
-        set_why(why, why_len, "database url '%s' has no path: expected %sPATH", url, sc->prefix);
+        store_set_why(why, why_len, "database url '%s' has no path: expected %sPATH", url,
+                      sc->prefix);
         err = CHATD_EINVAL;
         goto out;
     }

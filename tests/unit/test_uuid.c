@@ -103,13 +103,26 @@ static void valid_rejects(void **state)
     assert_false(uuid_valid("123e4567-e89b-42d3-a456-426614174000", 35));
 }
 
+static void normalize(void **state)
+{
+    char out[UUID_STR_LEN + 1];
+    (void)state;
+    assert_true(uuid_normalize("0B6F3C2A-1D4E-4F5A-9B8C-7D6E5F4A3B2C", 36, out));
+    assert_string_equal(out, "0b6f3c2a-1d4e-4f5a-9b8c-7d6e5f4a3b2c");
+    assert_true(uuid_normalize("0b6f3c2a-1d4e-4f5a-9b8c-7d6e5f4a3b2c", 36, out));
+    assert_string_equal(out, "0b6f3c2a-1d4e-4f5a-9b8c-7d6e5f4a3b2c");
+    memset(out, 'x', sizeof out);
+    assert_false(uuid_normalize("0b6f3c2a-1d4e-4f5a-9b8c-7d6e5f4a3b2", 35, out));
+    assert_false(uuid_normalize("0b6f3c2a_1d4e-4f5a-9b8c-7d6e5f4a3b2c", 36, out));
+    assert_int_equal(out[0], 'x'); /* untouched when refused */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(format),
-        cmocka_unit_test(unique),
-        cmocka_unit_test(valid_accepts),
-        cmocka_unit_test(valid_rejects),
+        cmocka_unit_test(format),        cmocka_unit_test(unique),
+        cmocka_unit_test(valid_accepts), cmocka_unit_test(valid_rejects),
+        cmocka_unit_test(normalize),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
