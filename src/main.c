@@ -4,7 +4,8 @@
  *
  * Signals are blocked in every thread and taken synchronously here with
  * sigwait(), so no handler ever runs inside library code. SIGPIPE is
- * ignored (OpenSSL inside libcurl can raise it). Bad settings exit 2 with
+ * ignored (OpenSSL inside libcurl can raise it), and so is SIGXFSZ (an
+ * export file past a size limit fails that export, not the server). Bad settings exit 2 with
  * one line before listening; a clean stop exits 0.
  *
  * The stop: stop accepting; give running requests and streams a few
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "api/exportfile.h"
 #include "cache/cache.h"
 #include "config.h"
 #include "core/log.h"
@@ -67,6 +69,7 @@ int main(int argc, char **argv)
     struct http_server *http = NULL;
 
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGXFSZ, SIG_IGN); /* a file size limit fails the write (EFBIG), not the process */
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);
@@ -100,7 +103,19 @@ int main(int argc, char **argv)
     if (!cfg.llm_key && strncmp(cfg.llm_url, "https://", 8) == 0)
         log_warn("llm: no CHATD_LLM_KEY is set; %s will probably refuse the calls", cfg.llm_url);
 
-    if (sweeper_start(store, cache, cfg.sweep_interval * USEC_PER_SEC, &sweeper) != CHATD_OK) {
+    if (export_dir_prepare(cfg.export_dir, why, sizeof why) != CHATD_OK) {
+        fprintf(stderr, "chatd: CHATD_EXPORT_DIR: %s\n", why);
+        goto out;
+    }
+    /* Partial files of exports that a crash cut short. */
+    export_files_sweep(cfg.export_dir, cfg.export_ttl * USEC_PER_SEC, time_now_usec(), true);
+
+    struct sweeper_options wo = {
+        .interval = cfg.sweep_interval * USEC_PER_SEC,
+        .export_dir = cfg.export_dir,
+        .export_ttl = cfg.export_ttl * USEC_PER_SEC,
+    };
+    if (sweeper_start(store, cache, &wo, &sweeper) != CHATD_OK) {
         fprintf(stderr, "chatd: cannot start the sweeper thread\n");
         status = 1;
         goto out;

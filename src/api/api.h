@@ -35,6 +35,10 @@ void api_chat_stream(struct http_request *req);
 /* conversations.c: sections 3 and 4 */
 void api_conversation_get(struct http_request *req);
 void api_conversation_delete(struct http_request *req);
+/* export.c: sections 5, 6 and "Export files" */
+void api_export_one(struct http_request *req);
+void api_export_all(struct http_request *req);
+void api_export_file(struct http_request *req);
 /* health.c: section 7 */
 void api_health(struct http_request *req);
 

@@ -9,7 +9,10 @@
 const struct http_route api_routes[] = {
     {"/api/chat", HTTP_POST, api_chat},
     {"/api/chat-stream", HTTP_POST | HTTP_GET, api_chat_stream},
+    {"/api/conversations/export-all", HTTP_GET, api_export_all},
     {"/api/conversations/*", HTTP_GET | HTTP_HEAD, api_conversation_get},
+    {"/api/conversations/*/export", HTTP_GET, api_export_one},
+    {"/api/exports/*", HTTP_GET | HTTP_HEAD, api_export_file},
     {"/api/conversations/*", HTTP_DELETE, api_conversation_delete},
     {"/health", HTTP_GET | HTTP_HEAD, api_health},
 };

@@ -5,20 +5,28 @@
 #include <stdint.h>
 #include <sys/random.h>
 
-enum chatd_err uuid_v4(char out[UUID_STR_LEN + 1])
+static enum chatd_err fill_random(uint8_t *r, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
-    uint8_t r[16];
     size_t got = 0;
-    while (got < sizeof r) {
-        ssize_t n = getrandom(r + got, sizeof r - got, 0);
-        if (n < 0) {
+    while (got < n) {
+        ssize_t k = getrandom(r + got, n - got, 0);
+        if (k < 0) {
             if (errno == EINTR)
                 continue;
             return CHATD_EIO;
         }
-        got += (size_t)n;
+        got += (size_t)k;
     }
+    return CHATD_OK;
+}
+
+static const char hex[] = "0123456789abcdef";
+
+enum chatd_err uuid_v4(char out[UUID_STR_LEN + 1])
+{
+    uint8_t r[16];
+    if (fill_random(r, sizeof r) != CHATD_OK)
+        return CHATD_EIO;
     r[6] = (uint8_t)((r[6] & 0x0f) | 0x40); /* version 4 */
     r[8] = (uint8_t)((r[8] & 0x3f) | 0x80); /* RFC 9562 variant */
     size_t o = 0;
@@ -29,6 +37,19 @@ enum chatd_err uuid_v4(char out[UUID_STR_LEN + 1])
         out[o++] = hex[r[i] & 15];
     }
     out[o] = '\0';
+    return CHATD_OK;
+}
+
+enum chatd_err random_hex(char *out, size_t nbytes)
+{
+    uint8_t r[32];
+    if (nbytes > sizeof r || fill_random(r, nbytes) != CHATD_OK)
+        return CHATD_EIO;
+    for (size_t i = 0; i < nbytes; i++) {
+        out[2 * i] = hex[r[i] >> 4];
+        out[2 * i + 1] = hex[r[i] & 15];
+    }
+    out[2 * nbytes] = '\0';
     return CHATD_OK;
 }
 

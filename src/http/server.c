@@ -265,6 +265,21 @@ void http_respond_json(struct http_request *req, int status, struct buf *b)
     queue(req, status, r);
 }
 
+void http_respond_file(struct http_request *req, int status, const char *content_type, int fd,
+                       uint64_t offset, uint64_t len)
+{
+    struct MHD_Response *r = MHD_create_response_from_fd_at_offset64(len, fd, offset);
+    if (!r) {
+        close(fd);
+        http_respond_error(req, CHATD_EINTERNAL, "cannot send the file");
+        return;
+    }
+    if (content_type)
+        MHD_add_response_header(r, "Content-Type", content_type);
+    req->bytes = len;
+    queue(req, status, r);
+}
+
 void http_respond_error(struct http_request *req, enum chatd_err err, const char *message)
 {
     struct buf b = BUF_INIT;

@@ -128,6 +128,11 @@ void http_respond(struct http_request *req, int status, const char *content_type
                   size_t len);
 /* Sends body (taken: b is left empty) as application/json; charset=utf-8. */
 void http_respond_json(struct http_request *req, int status, struct buf *b);
+/* Sends len bytes of the open file fd from offset (sendfile where the
+ * kernel can), with Content-Length. Takes fd: it is closed when the
+ * response is done, or at once if it cannot be sent. */
+void http_respond_file(struct http_request *req, int status, const char *content_type, int fd,
+                       uint64_t offset, uint64_t len);
 /* Sends {"status": "error", "message": message} with http_status_for(err). */
 void http_respond_error(struct http_request *req, enum chatd_err err, const char *message);
 /* The HTTP status for a chatd error (the one mapping of the project). */
