@@ -57,6 +57,18 @@ size_t utf8_valid_prefix(const char *s, size_t n, bool *complete)
     size_t i = 0;
     *complete = true;
     while (i < n) {
+        /* Most text is ASCII: skip it eight bytes at a time. */
+        while (i + 8 <= n) {
+            uint64_t w;
+            memcpy(&w, u + i, 8);
+            if (w & UINT64_C(0x8080808080808080))
+                break;
+            i += 8;
+        }
+        while (i < n && u[i] < 0x80)
+            i++;
+        if (i == n)
+            break;
         int l = utf8_seq(u + i, n - i);
         if (l == -1) {
             *complete = false;
@@ -75,6 +87,17 @@ bool utf8_valid(const char *s, size_t n)
     return utf8_valid_prefix(s, n, &complete) == n;
 }
 
+/* True if none of the 8 bytes in w needs attention: no control
+ * character, quote, backslash or non-ASCII byte (the "hasless"/"haszero"
+ * bit tricks, exact for existence). */
+static inline bool plain8(uint64_t w)
+{
+    const uint64_t ones = UINT64_C(0x0101010101010101), highs = UINT64_C(0x8080808080808080);
+    uint64_t q = w ^ (ones * '"'), bs = w ^ (ones * '\\');
+    uint64_t special = ((w - ones * 0x20) & ~w) | ((q - ones) & ~q) | ((bs - ones) & ~bs) | w;
+    return (special & highs) == 0;
+}
+
 enum chatd_err json_out_str(struct buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -83,6 +106,15 @@ enum chatd_err json_out_str(struct buf *b, const char *s, size_t n)
     size_t run = 0; /* start of the pending run of bytes copied verbatim */
     size_t i = 0;
     while (!err && i < n) {
+        while (i + 8 <= n) {
+            uint64_t w;
+            memcpy(&w, u + i, 8);
+            if (!plain8(w))
+                break;
+            i += 8;
+        }
+        if (i == n)
+            break;
         unsigned char c = u[i];
         if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
             i++;

@@ -294,6 +294,37 @@ static void utf8_prefix(void **state)
     assert_true(utf8_valid("a\0b", 3)); /* NUL is valid UTF-8 */
 }
 
+/* The word-at-a-time fast path: every byte that needs attention, at every
+ * offset of a 24-byte ASCII string, must come out exactly as alone. */
+static void specials_at_every_offset(void **state)
+{
+    (void)state;
+    for (int c = 0; c < 256; c++) {
+        bool special = c < 0x20 || c == '"' || c == '\\' || c >= 0x80;
+        if (!special && c != 0x7f && c != 'a')
+            continue;
+        for (size_t at = 0; at < 24; at++) {
+            char in[24];
+            memset(in, 'x', sizeof in);
+            in[at] = (char)c;
+            struct buf alone = BUF_INIT, got = BUF_INIT, want = BUF_INIT;
+            assert_int_equal(json_out_str(&alone, &in[at], 1), CHATD_OK);
+            /* what the whole must be: x's, the byte's escape, x's */
+            buf_append_char(&want, '"');
+            buf_append(&want, in, at);
+            buf_append(&want, alone.ptr + 1, alone.len - 2);
+            buf_append(&want, in + at + 1, sizeof in - at - 1);
+            buf_append_char(&want, '"');
+            assert_int_equal(json_out_str(&got, in, sizeof in), CHATD_OK);
+            if (got.len != want.len || memcmp(got.ptr, want.ptr, got.len) != 0)
+                fail_msg("byte 0x%02x at %zu: got %s", c, at, got.ptr);
+            buf_release(&alone);
+            buf_release(&got);
+            buf_release(&want);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -306,6 +337,7 @@ int main(void)
         cmocka_unit_test(kv_helpers_exact_bytes),
         cmocka_unit_test(cap_is_enforced),
         cmocka_unit_test(utf8_prefix),
+        cmocka_unit_test(specials_at_every_offset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
