@@ -194,10 +194,11 @@ LISTEN_RE = re.compile(rb"listening on [^ ]*:(\d+)")
 class Chatd:
     """A running chatd with its own temporary directory and SQLite file.
 
-    Pass tmp= (and the same db_path) to restart on an existing database.
+    Pass tmp= (and the same db_path) to restart on an existing database;
+    preexec_fn= runs in the child before exec (resource limits).
     """
 
-    def __init__(self, llm_url, args=(), tmp=None, env=None, db=None, wait=True):
+    def __init__(self, llm_url, args=(), tmp=None, env=None, db=None, wait=True, preexec_fn=None):
         self.own_tmp = tmp is None
         self.tmp = tmp or tempfile.mkdtemp(prefix="e2e-chatd-")
         self.db_path = os.path.join(self.tmp, "chatd.db")
@@ -213,7 +214,7 @@ class Chatd:
         self.cmd = cmd
         with open(self.stderr_path, "wb") as err, open(self.stdout_path, "wb") as out:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                         env=clean_env(env), cwd=self.tmp)
+                                         env=clean_env(env), cwd=self.tmp, preexec_fn=preexec_fn)
         self.port = None
         if wait:
             self.wait_listening()
@@ -355,8 +356,16 @@ class RawHead:
 class RawConn:
     """A plain TCP connection speaking HTTP/1.1 by hand."""
 
-    def __init__(self, port, timeout=None):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout or t(30))
+    def __init__(self, port, timeout=None, rcvbuf=None):
+        if rcvbuf is None:
+            self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout or t(30))
+        else:
+            # a small receive buffer set before connect() keeps the window small,
+            # so a fast server cannot run far ahead of a slow reader
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(timeout or t(30))
+            self.sock.connect(("127.0.0.1", port))
         self.buf = b""
         self.eof = False
 
@@ -659,11 +668,16 @@ def check_stream(tc, sse):
 # SQLite
 
 
-def db_query(path, sql, args=()):
-    """Runs a query on the SQLite file, read-only while chatd runs."""
+def db_query(path, sql, args=(), raw=False):
+    """Runs a query on the SQLite file, read-only while chatd runs.
+
+    raw=True returns TEXT values as bytes (for text that is not valid UTF-8).
+    """
     try:
         con = sqlite3.connect("file:%s?mode=ro" % urllib.parse.quote(path), uri=True, timeout=10)
         try:
+            if raw:
+                con.text_factory = bytes
             return con.execute(sql, args).fetchall()
         finally:
             con.close()
@@ -672,9 +686,19 @@ def db_query(path, sql, args=()):
         # this only happens once chatd has stopped
         con = sqlite3.connect(path, timeout=10)
         try:
+            if raw:
+                con.text_factory = bytes
             return con.execute(sql, args).fetchall()
         finally:
             con.close()
+
+
+def db_connect_rw(path):
+    """A writable connection to the SQLite file, for tests that write rows
+    themselves while chatd runs (WAL lets both go on; writers wait up to 30 s)."""
+    con = sqlite3.connect(path, timeout=30)
+    con.execute("PRAGMA busy_timeout = 30000")
+    return con
 
 
 def db_counts(path):
@@ -709,6 +733,7 @@ class ChatdCase(unittest.TestCase):
 
     chatd_args = ()
     chatd_env = None
+    chatd_preexec_fn = None  # a staticmethod run in chatd's child before exec
     mock_args = ()
     mock_delay_ms = 5
 
@@ -716,7 +741,8 @@ class ChatdCase(unittest.TestCase):
     def setUpClass(cls):
         cls.mock = Mock(*cls.mock_args, delay_ms=cls.mock_delay_ms)
         try:
-            cls.chatd = Chatd(cls.mock.url, cls.chatd_args, env=cls.chatd_env)
+            cls.chatd = Chatd(cls.mock.url, cls.chatd_args, env=cls.chatd_env,
+                              preexec_fn=cls.chatd_preexec_fn)
         except BaseException:
             cls.mock.stop()
             raise
