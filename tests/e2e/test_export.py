@@ -19,7 +19,6 @@ import io
 import os
 import re
 import resource
-import signal
 import socket
 import time
 import unittest
@@ -465,7 +464,7 @@ class ExportTests(ExportMixin, ChatdCase):
         self.assertEqual([o["content"] for o in objs[1:]], TRICKY)
 
     def test_single_not_utf8_and_control_characters(self):
-        controls = "".join(chr(c) for c in range(0, 32)) + "\x7f \u0085 \u2028 \u2029 \ufeff end"
+        controls = "ctl " + "".join(chr(c) for c in range(0, 32)) + "\x7f \u0085 \u2028 \u2029 \ufeff end"
         contents = [
             b"bad \xff byte",                        # BLOB
             ("cast", b"cast \xfe\xff text"),         # TEXT that is not UTF-8
@@ -475,14 +474,13 @@ class ExportTests(ExportMixin, ChatdCase):
             b"too big \xf4\x90\x80\x80 cp",
             ("cast", "ok 中文 then bad ".encode() + b"\xe4\xbd\xa0\xff" + " 好".encode()),
             "nul\x00inside",
-            "\x00",
             controls,
             "quote \" backslash \\ slash /",
             b"\xff",
         ]
         expected = ["bad \ufffd byte", "cast \ufffd\ufffd text", "\ufffdlone continuation",
                     "overlong \ufffd\ufffd slash", "surrogate \ufffd\ufffd\ufffd half",
-                    "too big \ufffd\ufffd\ufffd\ufffd cp", "ok 中文 then bad 你\ufffd 好", "nul\x00inside", "\x00",
+                    "too big \ufffd\ufffd\ufffd\ufffd cp", "ok 中文 then bad 你\ufffd 好", "nul\x00inside",
                     controls, "quote \" backslash \\ slash /", "\ufffd"]
         cid = self.track(self.add_conversation(contents))
         r = self.export(cid, "json")
@@ -497,6 +495,18 @@ class ExportTests(ExportMixin, ChatdCase):
         self.check_one_headers(r, cid, "csv")
         rows = self.check_one_csv(r, cid)
         self.assertEqual([row[2] for row in rows[1:]], [csv_guard(e) for e in expected])
+
+    def test_single_csv_field_beginning_with_nul_gets_no_guard(self):
+        # the guard is for = + - @ TAB CR only; NUL, LF and the empty field get none
+        contents = ["\x00", "\x00=x", "\x00\x00,", "\n=x", ""]
+        cid = self.track(self.add_conversation(contents))
+        r = self.export(cid, "csv")
+        self.check_one_headers(r, cid, "csv")
+        rows = self.check_one_csv(r, cid)
+        self.assertEqual([row[2] for row in rows[1:]], contents)
+        r = self.export(cid, "json")
+        objs = self.check_one_ndjson(r, cid)
+        self.assertEqual([o["content"] for o in objs[1:]], contents)
 
     def test_single_truncated_utf8_sequence(self):
         # where one U+FFFD per bad byte and Python's replacement differ: only
@@ -1000,11 +1010,10 @@ class DatabaseGoneMidExportTests(ExportMixin, ChatdCase):
 
 
 def _limit_file_size():
-    # a full disk, simulated: files chatd writes cannot grow past 2 MB.
-    # SIGXFSZ is ignored so that write() fails with EFBIG, as it fails with
-    # ENOSPC on a full disk (an ignored signal stays ignored across exec)
+    # a full disk, simulated: files chatd writes cannot grow past 2 MB. SIGXFSZ
+    # is left at its default (subprocess restores it): chatd itself must not
+    # die of it, and its write() then fails with EFBIG as with ENOSPC
     resource.setrlimit(resource.RLIMIT_FSIZE, (2 * 1024 * 1024, 2 * 1024 * 1024))
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
 class DiskFullTests(ExportMixin, ChatdCase):
