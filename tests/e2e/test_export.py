@@ -318,7 +318,7 @@ class ExportMixin:
         self.assertEqual(len(got_ids), len(set(got_ids)), "a conversation appears twice")
         created = [o.get("created_at") for o in objs[1:]]
         self.assertEqual(created, sorted(created), "oldest first by created_at")
-        self.assertEqual(got_ids, [e[0] for e in expected], "exactly the live conversations, oldest first")
+        expected = self.in_server_order(expected, got_ids)
         for obj, (cid, c_at, l_at, msgs) in zip(objs[1:], expected):
             self.assertEqual(list(obj.keys()), ["id", "created_at", "last_active", "message_count", "messages"])
             self.assertEqual([obj["id"], obj["created_at"], obj["last_active"], obj["message_count"]],
@@ -329,6 +329,19 @@ class ExportMixin:
                 self.assertEqual(m, {"timestamp": ts, "role": role, "content": content}, cid)
         return objs
 
+    def in_server_order(self, expected, got_ids):
+        """expected (oldest first) reordered as the server listed got_ids; fails unless got_ids
+        are exactly expected's ids, oldest first (the order among equal created_at is free)."""
+        self.assertEqual(len(got_ids), len(set(got_ids)), "a conversation appears twice")
+        self.assertEqual(sorted(got_ids), sorted(e[0] for e in expected),
+                         "exactly the live conversations (missing %r, extra %r)"
+                         % (sorted({e[0] for e in expected} - set(got_ids))[:5],
+                            sorted(set(got_ids) - {e[0] for e in expected})[:5]))
+        by_id = {e[0]: e for e in expected}
+        out = [by_id[i] for i in got_ids]
+        self.assertEqual([e[1] for e in out], [e[1] for e in expected], "oldest first by created_at")
+        return out
+
     def check_all_csv(self, resp, expected):
         self.assertTrue(resp.body.startswith(CSV_ALL_HEADER.encode()),
                         "CSV starts with the header line: %r" % resp.body[:80])
@@ -336,6 +349,13 @@ class ExportMixin:
         text = self.utf8(resp.body)
         rows = parse_csv(text)
         self.assertEqual(rows[0], CSV_ALL_HEADER[:-2].split(","))
+        # the order of the conversations as they come, each in one block of rows
+        order = []
+        for row in rows[1:]:
+            if not order or order[-1] != row[0]:
+                self.assertNotIn(row[0], order, "the rows of a conversation are not together")
+                order.append(row[0])
+        expected = self.in_server_order([e for e in expected if e[3]], order)
         want = [[cid, c_at, l_at, ts, role, csv_guard(content)]
                 for cid, c_at, l_at, msgs in expected for ts, role, content in msgs]
         self.assertEqual(len(rows) - 1, len(want), "one row per message of the live conversations")
@@ -607,6 +627,53 @@ class ExportTests(ExportMixin, ChatdCase):
         self.assertEqual(r.status, 200, "trailing slash")
         self.assertEqual(r.body, rc.body)
 
+    def test_single_batch_boundaries(self):
+        # messages are read 100 at a time by key: 99, 100, 101, 200 and 201 messages
+        for n in (99, 100, 101, 200, 201):
+            with self.subTest(messages=n):
+                cid = self.track(self.add_conversation(["m%d" % i for i in range(n)]))
+                r = self.export(cid, "json")
+                self.check_one_headers(r, cid, "json")
+                objs = self.check_one_ndjson(r, cid)
+                self.assertEqual([o["content"] for o in objs[1:]], ["m%d" % i for i in range(n)])
+                r = self.export(cid, "csv")
+                self.check_one_headers(r, cid, "csv")
+                self.check_one_csv(r, cid)
+
+    def test_export_all_batch_boundaries_and_equal_created_at(self):
+        # conversations are read 50 at a time by (created_at, id): 50 and 51 on a day,
+        # and 120 that share one created_at (a key on created_at alone would lose some)
+        def day(d, n, same=False):
+            base = datetime.datetime.strptime(d, "%Y-%m-%d")
+            return {self.track(self.add_conversation(
+                ["%s #%d" % (d, i)] * (i % 3),
+                created=base + datetime.timedelta(hours=1, microseconds=0 if same else i)))
+                for i in range(n)}
+
+        sets = {"2019-07-01": day("2019-07-01", 50), "2019-07-02": day("2019-07-02", 51),
+                "2019-07-03": day("2019-07-03", 120, same=True)}
+        for d, ids in sets.items():
+            for q in ("start_date=%s&end_date=%s" % (d, d),):
+                with self.subTest(day=d):
+                    expected = [e for e in self.expected_all() if e[0] in ids]
+                    self.assertEqual(len(expected), len(ids))
+                    t0 = time.time()
+                    rj = self.export_all(query="?" + q)
+                    t1 = time.time()
+                    self.check_all_headers(rj, "json", t0, t1)
+                    objs = self.check_all_ndjson(rj, expected, t0, t1)
+                    self.assertEqual(objs[0]["total_conversations"], len(ids))
+                    rc = self.export_all(query="?format=csv&" + q)
+                    self.check_all_headers(rc, "csv", t0, time.time())
+                    self.check_all_csv(rc, expected)
+        # all three days at once: 221 conversations
+        every = set().union(*sets.values())
+        expected = [e for e in self.expected_all() if e[0] in every]
+        t0 = time.time()
+        rj = self.export_all(query="?start_date=2019-07-01&end_date=2019-07-03")
+        t1 = time.time()
+        self.check_all_ndjson(rj, expected, t0, t1)
+
     def test_export_all_date_filters(self):
         def at(s):
             return datetime.datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%f")
@@ -625,44 +692,37 @@ class ExportTests(ExportMixin, ChatdCase):
                for k, v in days.items()}
         gone = self.track(self.add_conversation(["expired in range"], created=at("2021-03-03T00:00:00.000000"),
                                                 last_active=utcnow() - datetime.timedelta(days=2)))
+        # (query, first day, last day, the conversations of this test it must hold)
         cases = [
-            ("start_date=2021-03-02&end_date=2021-03-04", "cde"),
-            ("start_date=2021-03-01&end_date=2021-03-01", "ab"),
-            ("start_date=2021-03-05&end_date=2021-03-05", "fg"),
-            ("start_date=2021-03-03&end_date=2021-03-03", "d"),
-            ("end_date=2021-03-01", "ab"),
-            ("start_date=2021-03-05&end_date=2021-12-31", "fg"),
-            ("start_date=2024-02-29&end_date=2024-02-29", ["leap"]),
-            ("start_date=2021-03-06&end_date=2024-02-28", ""),
-            ("start_date=2020-01-01&end_date=2020-12-31", ""),
+            ("start_date=2021-03-02&end_date=2021-03-04", "2021-03-02", "2021-03-04", "cde"),
+            ("start_date=2021-03-01&end_date=2021-03-01", "2021-03-01", "2021-03-01", "ab"),
+            ("start_date=2021-03-05&end_date=2021-03-05", "2021-03-05", "2021-03-05", "fg"),
+            ("start_date=2021-03-03&end_date=2021-03-03", "2021-03-03", "2021-03-03", "d"),
+            ("end_date=2021-03-01", "0000", "2021-03-01", "ab"),
+            ("start_date=2021-03-05&end_date=2021-12-31", "2021-03-05", "2021-12-31", "fg"),
+            ("start_date=2024-02-29&end_date=2024-02-29", "2024-02-29", "2024-02-29", ["leap"]),
+            ("start_date=2021-03-06&end_date=2024-02-28", "2021-03-06", "2024-02-28", ""),
+            ("start_date=2020-01-01&end_date=2020-12-31", "2020-01-01", "2020-12-31", ""),
             # README: an empty date means no bound
-            ("start_date=&end_date=2021-03-01", "ab"),
+            ("start_date=&end_date=2021-03-01", "0000", "2021-03-01", "ab"),
+            ("start_date=2021-03-04&end_date=", "2021-03-04", "9999", "efg"),
+            ("start_date=2021-03-04", "2021-03-04", "9999", "efg"),
         ]
-        for q, keys in cases:
-            want = {ids[k] for k in keys}
+        for q, first, last, keys in cases:
             with self.subTest(query=q):
-                expected = [e for e in self.expected_all() if e[0] in want]
-                self.assertEqual(len(expected), len(want))
+                expected = [e for e in self.expected_all() if first <= e[1][:10] <= last]
+                mine = [e[0] for e in expected if e[0] in ids.values()]
+                self.assertEqual(mine, [ids[k] for k in keys] + ([ids["leap"]] if last == "9999" else []))
                 t0 = time.time()
                 rj = self.export_all(query="?format=json&" + q)
                 t1 = time.time()
                 self.check_all_headers(rj, "json", t0, t1)
                 objs = self.check_all_ndjson(rj, expected, t0, t1)
-                self.assertEqual(objs[0]["total_conversations"], len(want))
+                self.assertEqual(objs[0]["total_conversations"], len(expected))
                 self.assertNotIn(gone, [o["id"] for o in objs[1:]])
                 rc = self.export_all(query="?" + q + "&format=csv")
                 self.check_all_headers(rc, "csv", t0, time.time())
                 self.check_all_csv(rc, expected)
-        # start_date alone: everything from that day on, whenever it was created
-        expected = [e for e in self.expected_all() if e[1] >= "2021-03-04"]
-        self.assertEqual([e[0] for e in expected if e[0] in ids.values()], [ids[k] for k in "efg"] + [ids["leap"]])
-        for q in ("?start_date=2021-03-04", "?start_date=2021-03-04&end_date="):
-            with self.subTest(query=q):
-                t0 = time.time()
-                rj = self.export_all(query=q)
-                t1 = time.time()
-                self.check_all_headers(rj, "json", t0, t1)
-                self.check_all_ndjson(rj, expected, t0, t1)
 
     def test_export_all_bad_parameters_are_400(self):
         for q in ("format=xml", "format=jsonl", "format=xml&start_date=2026-01-01"):
@@ -963,16 +1023,22 @@ class DatabaseGoneMidExportTests(ExportMixin, ChatdCase):
         super().setUpClass()
         cls.big = big_conversation(cls.db_path, cls.N, utcnow() - datetime.timedelta(hours=1), filler)
 
+    def path(self):
+        return "/api/conversations/%s/export?format=json" % self.big
+
+    def check_first_line(self, line):
+        self.assertEqual(loads(line)["message_count"], self.N)
+
     def test_database_deleted_mid_export(self):
         full_size_min = self.N * 100
         conn = RawConn(self.port, t(30), rcvbuf=16384)
         try:
-            conn.send(build_request("GET", "/api/conversations/%s/export?format=json" % self.big))
+            conn.send(build_request("GET", self.path()))
             head = conn.read_head()
             self.assertEqual(head.status, 200)
             self.assertIn("chunked", (head.header("Transfer-Encoding") or "").lower(), head.headers)
             name = head.header("X-Export-File")
-            self.assertRegex(name or "", ONE_NAME_RE)
+            self.assertRegex(name or "", ANY_NAME_RE)
             got = []
             pieces = conn.body_pieces(head)
             for piece in pieces:
@@ -1000,13 +1066,43 @@ class DatabaseGoneMidExportTests(ExportMixin, ChatdCase):
         self.assertFalse(complete, "the response ended with the terminating zero-size chunk after %d bytes "
                                    "although the database was gone" % len(body))
         self.assertLess(len(body), full_size_min, "the whole export was sent")
-        first = body.split(b"\n", 1)[0]
-        self.assertEqual(loads(first)["message_count"], self.N)
+        self.check_first_line(body.split(b"\n", 1)[0])
         self.assert_no_leftovers()
         self.assert_error(self.get_file(name), 404)
         self.assertIsNone(self.chatd.proc.poll(), "chatd died")
         r = self.req("GET", "/health")
         self.assertEqual(r.status, 503, r)
+
+
+class DatabaseGoneMidExportAllTests(DatabaseGoneMidExportTests):
+    """The same for export-all: 4,000 conversations x 30 messages."""
+
+    CONVS = 4000
+    N = CONVS * 30
+
+    @classmethod
+    def setUpClass(cls):
+        super(DatabaseGoneMidExportTests, cls).setUpClass()  # not the big conversation
+        base = utcnow() - datetime.timedelta(days=1)
+        now = iso(utcnow())
+        con = db_connect_rw(cls.db_path)
+        try:
+            with con:
+                ids = [str(uuid.uuid4()) for _ in range(cls.CONVS)]
+                con.executemany("INSERT INTO conversations(id, created_at, last_active) VALUES (?, ?, ?)",
+                                [(cid, iso(base + datetime.timedelta(seconds=i)), now)
+                                 for i, cid in enumerate(ids)])
+                con.executemany("INSERT INTO messages(conversation_id, role, content, timestamp)"
+                                " VALUES (?, ?, ?, ?)",
+                                ((cid, "user", filler(j), now) for cid in ids for j in range(30)))
+        finally:
+            con.close()
+
+    def path(self):
+        return "/api/conversations/export-all?format=csv"
+
+    def check_first_line(self, line):
+        self.assertEqual(line, CSV_ALL_HEADER[:-1].encode())
 
 
 def _limit_file_size():
