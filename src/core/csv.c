@@ -30,7 +30,8 @@ static enum chatd_err put_run(struct buf *b, const char *s, size_t n, bool quote
 
 enum chatd_err csv_field(struct buf *b, const char *s, size_t n)
 {
-    bool guard = n > 0 && strchr("=+-@\t\r", s[0]) != NULL;
+    static const char signs[] = "=+-@\t\r";
+    bool guard = n > 0 && memchr(signs, s[0], sizeof signs - 1) != NULL;
     bool quoted = false;
     for (size_t i = 0; i < n && !quoted; i++)
         quoted = s[i] == ',' || s[i] == '"' || s[i] == '\r' || s[i] == '\n';

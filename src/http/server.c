@@ -870,6 +870,21 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(req);
 }
 
+/* libmicrohttpd's own unescaping turns %00 into a NUL that silently cuts
+ * a path or value short ("name.csv%00.part" would read as "name.csv").
+ * %00 becomes 0xFF instead, a byte that is never valid UTF-8: such a path
+ * matches nothing, and such a value fails validation. */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    (void)cls;
+    (void)c;
+    for (char *p = s; (p = strstr(p, "%00")) != NULL; p += 3) {
+        p[1] = 'f';
+        p[2] = 'f';
+    }
+    return MHD_http_unescape(s);
+}
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char line[512];
@@ -925,13 +940,13 @@ enum chatd_err http_server_start(const struct http_options *opt, struct http_ser
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    srv->daemon = MHD_start_daemon(flags, (uint16_t)opt->port, NULL, NULL, access_handler, srv,
-                                   MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv, MHD_OPTION_SOCK_ADDR,
-                                   ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE,
-                                   (unsigned int)opt->threads, MHD_OPTION_CONNECTION_LIMIT, limit,
-                                   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)opt->idle_timeout,
-                                   MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)4096,
-                                   MHD_OPTION_NOTIFY_COMPLETED, completed, srv, MHD_OPTION_END);
+    srv->daemon = MHD_start_daemon(
+        flags, (uint16_t)opt->port, NULL, NULL, access_handler, srv, MHD_OPTION_EXTERNAL_LOGGER,
+        mhd_log, srv, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned int)opt->threads, MHD_OPTION_CONNECTION_LIMIT, limit,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)opt->idle_timeout,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)4096, MHD_OPTION_NOTIFY_COMPLETED, completed,
+        srv, MHD_OPTION_UNESCAPE_CALLBACK, unescape, srv, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!srv->daemon) {
         snprintf(why, why_len, "cannot listen on %s:%u: %s", opt->host, opt->port,

@@ -54,6 +54,7 @@ static void formula_guard(void **state)
     FIELD("\rx", "\"'\rx\"");
     FIELD("=HYPERLINK(\"http://x\",\"y\")", "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\"");
     FIELD("a=1", "a=1"); /* only a leading sign */
+    FIELD("\0=", "\0="); /* NUL is not a sign */
 }
 
 static void utf8_repair(void **state)
