@@ -24,7 +24,7 @@ import time
 import unittest
 import uuid
 
-from harness import (TS_RE, UUID4_RE, ChatdCase, RawConn, build_request, canonical, db_connect_rw, db_query, loads,
+from harness import (TS_RE, ChatdCase, RawConn, build_request, canonical, db_connect_rw, db_query, loads,
                      quote_path, t, wait_for)
 
 CSV_CT = "text/csv; charset=utf-8"
