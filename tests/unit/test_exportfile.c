@@ -45,8 +45,8 @@ static void names(void **state)
     bool all;
     char d[EXPORT_NAME_MAX];
     (void)state;
-    assert_true(valid("conversation_0b6f3c2a-1d4e-4f5a-9b8c-7d6e5f4a3b2c_0123456789abcdef.csv", &all,
-                      d));
+    assert_true(
+        valid("conversation_0b6f3c2a-1d4e-4f5a-9b8c-7d6e5f4a3b2c_0123456789abcdef.csv", &all, d));
     assert_false(all);
     assert_string_equal(d, "conversation_0b6f3c2a-1d4e-4f5a-9b8c-7d6e5f4a3b2c.csv");
     assert_true(valid("conversations_20261124105941_fedcba9876543210.jsonl", &all, d));
@@ -86,8 +86,7 @@ static void life_cycle(void **state)
     bool all;
     char d[EXPORT_NAME_MAX];
     (void)state;
-    assert_int_equal(export_file_create(&f, dir, "conversations_20261124105941", ".csv"),
-                     CHATD_OK);
+    assert_int_equal(export_file_create(&f, dir, "conversations_20261124105941", ".csv"), CHATD_OK);
     assert_true(valid(f.name, &all, d));
     assert_true(exists(f.part_path));
     assert_false(exists(f.final_path));
