@@ -45,6 +45,9 @@ export LC_ALL=C # '.' decimals in EPOCHREALTIME, awk and printf
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+BENCH_NAME=export.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$ROOT/bench/lib.sh"
 
 REPS=${REPS:-3}
 SETS=${SETS:-"1x100000 1x1000000 3600x30 36000x30"}
@@ -81,125 +84,16 @@ CHATD_PID=
 LOAD_PID=
 LOOP_PIDS=()
 
-# Stops one process we started: TERM, up to 10 s, then KILL.
-stop_pid() {
-    local pid=$1
-    [ -n "$pid" ] || return 0
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
 # shellcheck disable=SC2317 # invoked by the trap
 cleanup() {
     : >"$TMP/stop" 2>/dev/null || true
     local p
     for p in "${LOOP_PIDS[@]}"; do stop_pid "$p"; done
-    stop_pid "$LOAD_PID"
-    stop_pid "$CHATD_PID"
-    stop_pid "$MOCK_PID"
-    rm -rf "$TMP"
+    bench_cleanup
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_traps cleanup
 
-die() {
-    echo "export.sh: $*" >&2
-    exit 1
-}
-say() { echo "export.sh: $*" >&2; }
-
-# --- helpers shared in spirit with streams.sh ---------------------------------
-
-# The port on which process $1 listens on 127.0.0.1, from /proc/net/tcp:
-# the LISTEN (0A) socket whose inode is among the process's fds.
-proc_listen_port() {
-    local inodes hex
-    inodes=$(find "/proc/$1/fd" -mindepth 1 -maxdepth 1 -lname 'socket:*' -printf '%l\n' 2>/dev/null |
-        sed -n 's/^socket:\[\([0-9]*\)\]$/\1/p' | tr '\n' ' ')
-    [ -n "$inodes" ] || return 1
-    hex=$(awk -v inodes=" $inodes" \
-        'NR > 1 && $4 == "0A" && index(inodes, " " $10 " ") && $2 ~ /^0100007F:/ {
-             print substr($2, 10); exit }' /proc/net/tcp)
-    [ -n "$hex" ] || return 1
-    echo $((16#$hex))
-}
-
-# Waits until process $2 listens: "listening on 127.0.0.1:PORT" in file $1
-# or its listening socket in /proc (chatd logs that line only at info).
-wait_port() {
-    local file=$1 pid=$2 port
-    for _ in $(seq 400); do
-        port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$file" | head -n 1)
-        [ -n "$port" ] || port=$(proc_listen_port "$pid") || true
-        if [ -n "$port" ]; then
-            echo "$port"
-            return 0
-        fi
-        kill -0 "$pid" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
-}
-
-# utime+stime in clock ticks of /proc/PID/stat ($1: the pid).
-cpu_ticks() {
-    local stat rest
-    read -r stat <"/proc/$1/stat" 2>/dev/null || { echo 0; return; }
-    rest=${stat##*) }
-    # shellcheck disable=SC2086
-    set -- $rest
-    echo $((${12} + ${13}))
-}
-
-# A VmXXX value of /proc/PID/status in kB.
-vm_kb() {
-    local key val
-    while read -r key val _; do
-        if [ "$key" = "$2:" ]; then
-            echo "$val"
-            return
-        fi
-    done <"/proc/$1/status"
-    echo 0
-}
-
-# "busy total" clock ticks of the whole machine (/proc/stat's cpu line).
-machine_ticks() {
-    local u n sy id io irq si st
-    read -r _ u n sy id io irq si st _ </proc/stat
-    echo "$((u + n + sy + irq + si + st)) $((u + n + sy + irq + si + st + id + io))"
-}
-
-# How busy the machine is over one second, in percent.
-busy_pct() {
-    local b0 t0 b1 t1
-    read -r b0 t0 <<<"$(machine_ticks)"
-    sleep 1
-    read -r b1 t1 <<<"$(machine_ticks)"
-    echo $(((b1 - b0) * 100 / (t1 - t0 > 0 ? t1 - t0 : 1)))
-}
-
-# Each thread of process $1 as NAME:CPU_SECONDS, space separated.
-thread_cpu() {
-    local t comm stat rest out=""
-    for t in /proc/"$1"/task/*; do
-        read -r comm <"$t/comm" 2>/dev/null || continue
-        read -r stat <"$t/stat" 2>/dev/null || continue
-        rest=${stat##*) }
-        # shellcheck disable=SC2086
-        set -- $rest
-        out+="${out:+ }${comm// /_}:$(secs $((${12} + ${13})))"
-    done
-    echo "$out"
-}
-
+# secs and mb round (streams.sh's truncate); lib.sh's thread_cpu uses secs.
 secs() { awk -v t="$1" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }'; }
 mb() { awk -v k="$1" 'BEGIN { v = k / 1024; if (v > -0.05 && v < 0.05) v = 0; printf "%.1f", v }'; }
 # Floating-point arithmetic: calc 'EXPR' with a printf format.
@@ -215,29 +109,8 @@ jstr() {
 }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", b - a }'; }
 
-# Value of "key" in a flat one-line JSON ($1), or "-" if absent.
-jget() {
-    local v
-    v=$(sed -n "s/.*\"$2\": \([^,}]*\).*/\1/p" <<<"$1")
-    [ -n "$v" ] && [ "$v" != null ] && echo "$v" || echo "-"
-}
-j2() {
-    local v
-    v=$(jget "$1" "$2")
-    [ "$v" = "-" ] && echo "-" || printf '%.2f' "$v"
-}
-
-CLK_TCK=$(getconf CLK_TCK)
-
 # --- build -------------------------------------------------------------------
-say "building chatd, mock-llm and streamload in $BUILD ($BUILD_TYPE)"
-if ! { cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE="$BUILD_TYPE" -DCHATD_TESTS=OFF \
-           >"$TMP/build.log" 2>&1 &&
-       cmake --build "$BUILD" -j "$(nproc)" --target chatd mock-llm streamload \
-           >>"$TMP/build.log" 2>&1; }; then
-    tail -n 40 "$TMP/build.log" >&2
-    die "build failed (the last 40 lines of the build log are above)"
-fi
+bench_build "$BUILD" "$BUILD_TYPE" "$TMP/build.log"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # --- chatd -------------------------------------------------------------------
@@ -250,7 +123,7 @@ start_chatd() {
     "$BUILD/chatd" --host 127.0.0.1 --port 0 --db "sqlite:$db" --llm-url "$llm" \
         --log-level warn --export-dir "$EXPDIR" >"$TMP/chatd.out" 2>"$TMP/chatd.err" &
     CHATD_PID=$!
-    CHATD_PORT=$(wait_port "$TMP/chatd.err" "$CHATD_PID") || {
+    CHATD_PORT=$(wait_port "$TMP/chatd.err" "$CHATD_PID" 400) || {
         cat "$TMP/chatd.err" >&2
         die "chatd did not start on $db"
     }
@@ -342,10 +215,7 @@ export_once() {
 }
 
 DATE=$(date -u +%Y%m%d-%H%M%S)
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ "$COMMIT" != unknown ] && [ -n "$(git status --porcelain -- src tools 2>/dev/null)" ]; then
-    COMMIT="$COMMIT+dirty" # the build used uncommitted changes under src/ or tools/
-fi
+COMMIT=$(bench_commit)
 ANY_FAIL=0
 ROWS=()
 CASES_JSON=""
@@ -520,7 +390,7 @@ CONC_LINES=()
 if [ "$CONCURRENCY" = 1 ] && [[ " $SETS " == *" $CONC_SET "* ]]; then
     "$BUILD/mock-llm" --port 0 --quiet >"$TMP/mock.out" 2>"$TMP/mock.err" &
     MOCK_PID=$!
-    MOCK_PORT=$(wait_port "$TMP/mock.out" "$MOCK_PID") || { cat "$TMP/mock.err" >&2; die "mock-llm did not start"; }
+    MOCK_PORT=$(wait_port "$TMP/mock.out" "$MOCK_PID" 400) || { cat "$TMP/mock.err" >&2; die "mock-llm did not start"; }
     src=$(db_file "$CONC_SET")
     PHASES_JSON=""
     for phase in alone exports; do

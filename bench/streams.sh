@@ -24,6 +24,9 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+BENCH_NAME=streams.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$ROOT/bench/lib.sh"
 
 TOKENS=${TOKENS:-100}
 DELAY_MS=${DELAY_MS:-50}
@@ -41,113 +44,7 @@ MOCK_PID=
 CHATD_PID=
 LOAD_PID=
 
-# Stops one process we started: TERM, up to 10 s, then KILL.
-stop_pid() {
-    local pid=$1
-    [ -n "$pid" ] || return 0
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-# shellcheck disable=SC2317 # invoked by the trap
-cleanup() {
-    stop_pid "$LOAD_PID"
-    stop_pid "$CHATD_PID"
-    stop_pid "$MOCK_PID"
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-die() {
-    echo "streams.sh: $*" >&2
-    exit 1
-}
-
-# The port on which process $1 listens on 127.0.0.1, from /proc/net/tcp:
-# the LISTEN (0A) socket whose inode is among the process's fds.
-proc_listen_port() {
-    local inodes hex
-    inodes=$(find "/proc/$1/fd" -mindepth 1 -maxdepth 1 -lname 'socket:*' -printf '%l\n' 2>/dev/null |
-        sed -n 's/^socket:\[\([0-9]*\)\]$/\1/p' | tr '\n' ' ')
-    [ -n "$inodes" ] || return 1
-    hex=$(awk -v inodes=" $inodes" \
-        'NR > 1 && $4 == "0A" && index(inodes, " " $10 " ") && $2 ~ /^0100007F:/ {
-             print substr($2, 10); exit }' /proc/net/tcp)
-    [ -n "$hex" ] || return 1
-    echo $((16#$hex))
-}
-
-# Waits until process $2 listens: "listening on 127.0.0.1:PORT" in file $1
-# or, as chatd logs that line only at --log-level info, its listening
-# socket in /proc. Prints PORT.
-wait_port() {
-    local file=$1 pid=$2 port
-    for _ in $(seq 200); do
-        port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$file" | head -n 1)
-        [ -n "$port" ] || port=$(proc_listen_port "$pid") || true
-        if [ -n "$port" ]; then
-            echo "$port"
-            return 0
-        fi
-        kill -0 "$pid" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
-}
-
-# utime+stime in clock ticks from a stat file ($1: /proc/PID/stat or
-# /proc/PID/task/TID/stat), fields 14 and 15 counted after the
-# parenthesised command name.
-stat_ticks() {
-    local stat rest
-    read -r stat <"$1" || { echo 0; return; }
-    rest=${stat##*) }
-    # shellcheck disable=SC2086
-    set -- $rest
-    echo $((${12} + ${13}))
-}
-
-cpu_ticks() { stat_ticks "/proc/$1/stat"; }
-
-# A VmXXX value of /proc/PID/status in kB.
-vm_kb() {
-    local key val
-    while read -r key val _; do
-        if [ "$key" = "$2:" ]; then
-            echo "$val"
-            return
-        fi
-    done <"/proc/$1/status"
-    echo 0
-}
-
-# "busy total irq" clock ticks of the whole machine, from the cpu line of
-# /proc/stat (busy: user nice system irq softirq steal; total adds idle
-# and iowait; irq: irq and softirq, where the loopback's packet processing
-# is often charged instead of to a process).
-machine_ticks() {
-    local u n sy id io irq si st
-    read -r _ u n sy id io irq si st _ </proc/stat
-    echo "$((u + n + sy + irq + si + st)) $((u + n + sy + irq + si + st + id + io)) $((irq + si))"
-}
-
-# Each thread of process $1 as NAME:CPU_SECONDS, space separated.
-thread_cpu() {
-    local t comm out=""
-    for t in /proc/"$1"/task/*; do
-        read -r comm <"$t/comm" 2>/dev/null || continue
-        out+="${out:+ }${comm// /_}:$(secs "$(stat_ticks "$t/stat" 2>/dev/null)")"
-    done
-    echo "$out"
-}
+bench_traps bench_cleanup
 
 # SYNs or connections the kernel dropped because a listen backlog was full
 # (TcpExt ListenDrops, machine-wide): the ramp is meant to keep this at 0.
@@ -158,6 +55,7 @@ listen_drops() {
          }' /proc/net/netstat
 }
 
+# secs and mb truncate (export.sh's round); lib.sh's thread_cpu uses secs.
 secs() { # ticks -> seconds with 2 decimals
     local t=$1
     printf '%d.%02d' $((t / CLK_TCK)) $(((t % CLK_TCK) * 100 / CLK_TCK))
@@ -167,31 +65,8 @@ mb() { # kB -> MB with 1 decimal
     printf '%d.%d' $(($1 / 1024)) $((($1 % 1024) * 10 / 1024))
 }
 
-# Value of "key" in streamload's flat one-line JSON ($1), or "-" if absent.
-jget() {
-    local v
-    v=$(sed -n "s/.*\"$2\": \([^,}]*\).*/\1/p" <<<"$1")
-    [ -n "$v" ] && [ "$v" != null ] && echo "$v" || echo "-"
-}
-
-# Prints the value of "key" with two decimals, or "-".
-j2() {
-    local v
-    v=$(jget "$1" "$2")
-    [ "$v" = "-" ] && echo "-" || printf '%.2f' "$v"
-}
-
-CLK_TCK=$(getconf CLK_TCK)
-
 # --- build -------------------------------------------------------------------
-echo "streams.sh: building chatd, mock-llm and streamload in $BUILD ($BUILD_TYPE)" >&2
-if ! { cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE="$BUILD_TYPE" -DCHATD_TESTS=OFF \
-           >"$TMP/build.log" 2>&1 &&
-       cmake --build "$BUILD" -j "$(nproc)" --target chatd mock-llm streamload \
-           >>"$TMP/build.log" 2>&1; }; then
-    tail -n 40 "$TMP/build.log" >&2
-    die "build failed (the last 40 lines of the build log are above)"
-fi
+bench_build "$BUILD" "$BUILD_TYPE" "$TMP/build.log"
 
 # Each stream costs chatd two fds and the mock and streamload one each:
 # children inherit the raised soft limit (streamload also raises its own).
@@ -232,10 +107,7 @@ run_load() {
 
 # --- runs --------------------------------------------------------------------
 DATE=$(date -u +%Y%m%d-%H%M%S)
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ "$COMMIT" != unknown ] && [ -n "$(git status --porcelain -- src tools 2>/dev/null)" ]; then
-    COMMIT="$COMMIT+dirty" # the build used uncommitted changes under src/ or tools/
-fi
+COMMIT=$(bench_commit)
 ROWS=()
 REFROWS=()
 RUNS_JSON=""
@@ -247,10 +119,7 @@ for N in "${NS[@]}"; do
 
     # Other work on the machine skews every figure here: measure how busy
     # it is for a second before the run, and record it.
-    read -r B0 T0 _ <<<"$(machine_ticks)"
-    sleep 1
-    read -r B1 T1 _ <<<"$(machine_ticks)"
-    IDLE_BUSY_PCT=$(((B1 - B0) * 100 / (T1 - T0 > 0 ? T1 - T0 : 1)))
+    IDLE_BUSY_PCT=$(busy_pct)
     if [ "$IDLE_BUSY_PCT" -gt 10 ]; then
         echo "streams.sh: warning: the machine is ${IDLE_BUSY_PCT}% busy before N=$N:" \
             "other processes will skew the figures" >&2
