@@ -1,12 +1,17 @@
 #!/bin/sh
-# Installs every Debian package that chatd's build, tests and demo need.
-# Idempotent and quiet when everything is already present; run as root (or
-# with sudo available). Usage: scripts/install-deps.sh
+# Installs every Debian package that chatd's build, tests and demo need;
+# with --bench also what the benchmarks under bench/ need (wrk, nginx as
+# the reference server, curl). Idempotent and quiet when everything is
+# already present; run as root (or with sudo available).
+# Usage: scripts/install-deps.sh [--bench]
 set -eu
 
 PACKAGES="build-essential cmake pkg-config git ca-certificates
 libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev sqlite3
 libcmocka-dev python3 clang-format"
+if [ "${1:-}" = "--bench" ]; then
+    PACKAGES="$PACKAGES wrk nginx-light curl procps"
+fi
 
 missing=""
 for p in $PACKAGES; do
