@@ -509,6 +509,7 @@ static struct http_stream *start_stream(struct http_request *req, const char *co
         .content_type = "text/event-stream; charset=utf-8",
         .queue_max = STREAM_QUEUE_MAX,
         .heartbeat = true,
+        .block = 1024, /* events are small, and there are thousands of streams */
         .pull = c ? stream_pull : NULL,
         .pull_arg = c,
     };

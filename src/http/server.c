@@ -519,8 +519,9 @@ struct http_stream *http_respond_stream(struct http_request *req,
         pthread_mutex_unlock(&srv->lock);
     }
 
-    struct MHD_Response *r = MHD_create_response_from_callback(
-        MHD_SIZE_UNKNOWN, STREAM_BLOCK, stream_read, s, stream_response_free);
+    struct MHD_Response *r =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, opt->block ? opt->block : STREAM_BLOCK,
+                                          stream_read, s, stream_response_free);
     MHD_add_response_header(r, "Content-Type", opt->content_type);
     MHD_add_response_header(r, "Cache-Control", "no-cache");
     MHD_add_response_header(r, "X-Accel-Buffering", "no");
@@ -944,9 +945,10 @@ enum chatd_err http_server_start(const struct http_options *opt, struct http_ser
         flags, (uint16_t)opt->port, NULL, NULL, access_handler, srv, MHD_OPTION_EXTERNAL_LOGGER,
         mhd_log, srv, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned int)opt->threads, MHD_OPTION_CONNECTION_LIMIT, limit,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)opt->idle_timeout,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)4096, MHD_OPTION_NOTIFY_COMPLETED, completed,
-        srv, MHD_OPTION_UNESCAPE_CALLBACK, unescape, srv, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned int)opt->idle_timeout, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)4096,
+        MHD_OPTION_NOTIFY_COMPLETED, completed, srv, MHD_OPTION_UNESCAPE_CALLBACK, unescape, srv,
+        MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!srv->daemon) {
         snprintf(why, why_len, "cannot listen on %s:%u: %s", opt->host, opt->port,

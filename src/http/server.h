@@ -173,6 +173,9 @@ struct http_stream_options {
     const char *content_type;
     size_t queue_max;  /* bytes queued before a write fails with ETOOBIG */
     bool heartbeat;    /* send ": ping\n\n" when idle for 15 s (SSE) */
+    size_t block;      /* most bytes handed over per read; 0 = 16 KiB. libmicrohttpd
+                          allocates this much per response: keep it small for many
+                          small streams */
     http_pull_fn pull; /* may be NULL */
     void *pull_arg;
 };

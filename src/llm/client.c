@@ -317,7 +317,7 @@ static void start_call(struct llm *llm, struct llm_call *call)
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     /* Tokens are small; curl's 16 KiB default receive buffer per transfer
      * is most of a stream's memory at thousands of streams. */
-    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L);
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 1024L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, call->stream ? timeout_ms * 10 : timeout_ms);
     CURLMcode mc = curl_multi_add_handle(llm->multi, e);
