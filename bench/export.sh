@@ -33,8 +33,8 @@
 # 1x1000000, the concurrency run 3600x30), FORMATS ("csv json"), CONC (20),
 # STREAMS (200), TOKENS (100), DELAY_MS (50), CONCURRENCY (1; 0 skips 4),
 # BUILD_DIR (build-bench), BUILD_TYPE (RelWithDebInfo), DATA_DIR
-# ($BUILD_DIR/data). Results: a table on stdout, details on stderr, and
-# bench/results/export-<date>.json. Exit status 0 when every export and
+# ($BUILD_DIR/data), RESULTS_DIR (bench/results). Results: a table on
+# stdout, details on stderr, and $RESULTS_DIR/export-<date>.json. Exit status 0 when every export and
 # stream completed and was right, else 1 (the targets are reported, not
 # enforced). All processes and temp files are removed on exit (also on
 # Ctrl-C); every network call has a timeout; 127.0.0.1 only. Needs bash,
@@ -500,8 +500,9 @@ if [ ${#CONC_LINES[@]} -gt 0 ]; then
     printf '%s\n' "${CONC_LINES[@]}"
 fi
 
-mkdir -p bench/results
-OUT="bench/results/export-$DATE.json"
+RESULTS=${RESULTS_DIR:-bench/results}
+mkdir -p "$RESULTS"
+OUT="$RESULTS/export-$DATE.json"
 cat >"$OUT" <<EOF
 {"benchmark": "export", "date": "$DATE", "commit": "$COMMIT", "build_type": "$BUILD_TYPE",
  "machine": {"cpus": $(nproc), "kernel": "$(uname -r)", "sqlite3_shell": "$(sqlite3 --version | cut -d' ' -f1)", "busy_pct_before": $BUSY_BEFORE},

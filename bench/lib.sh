@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# lib.sh - helpers shared by bench/streams.sh and bench/export.sh.
+# lib.sh - helpers shared by bench/streams.sh, bench/export.sh and bench/http.sh.
 #
 # Sourced, not run: `. "$ROOT/bench/lib.sh"` after setting BENCH_NAME (the
 # script's name, which prefixes its messages). Linux only (/proc). Sets
@@ -149,15 +149,18 @@ j2() {
     [ "$v" = "-" ] && echo "-" || printf '%.2f' "$v"
 }
 
-# bench_build DIR TYPE LOG: builds chatd, mock-llm and streamload in DIR
+# bench_build DIR TYPE LOG [TARGET...]: builds chatd, mock-llm, streamload
+# and any further TARGETs (bench/NAME.c builds as NAME) in DIR
 # (CMAKE_BUILD_TYPE TYPE, output to LOG); on failure shows the end of LOG
 # and dies.
 bench_build() {
     local dir=$1 type=$2 log=$3
-    say "building chatd, mock-llm and streamload in $dir ($type)"
+    shift 3
+    local targets=(chatd mock-llm streamload "$@")
+    say "building ${targets[*]} in $dir ($type)"
     if ! { cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE="$type" -DCHATD_TESTS=OFF \
                >"$log" 2>&1 &&
-           cmake --build "$dir" -j "$(nproc)" --target chatd mock-llm streamload \
+           cmake --build "$dir" -j "$(nproc)" --target "${targets[@]}" \
                >>"$log" 2>&1; }; then
         tail -n 40 "$log" >&2
         die "build failed (the last 40 lines of the build log are above)"

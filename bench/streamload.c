@@ -37,6 +37,15 @@
  * Arrival times include this tool's own scheduling lag, so its CPU time is
  * reported too: if it nears the wall time, the generator is the bottleneck.
  *
+ * --hold S (idle-stream mode): each request asks for `mock:stall=1
+ * mock:tokens=T <i>` instead (one token, then the upstream stays silent with
+ * its connection open), so each stream gets one content event and then
+ * idles. Once every stream has its first token (or failed, or --timeout
+ * expired), one JSON line with "phase": "held" goes to stdout; the streams
+ * are then held open until SIGUSR1 (or S seconds), closed by the client,
+ * and reported as usual: completed = held open to the end. Used by
+ * bench/http.sh to measure chatd's memory with thousands of idle streams.
+ *
  * Left out on purpose: keep-alive reuse (one connection per stream, as
  * browsers' EventSource does), TLS, IPv6 and any target other than
  * 127.0.0.1, retries.
@@ -122,6 +131,7 @@ struct conn {
     uint8_t chunk_state;    /* enum chunk_state */
     bool cr_pending;        /* last SSE line ended in CR: skip one LF */
     bool done;              /* got the end event */
+    bool held;              /* --hold: got the first token, now idle */
     bool chunk_size_digits; /* at least one hex digit in the size line */
     bool trailer_nonempty;  /* current trailer line has content */
     int status;             /* HTTP status code */
@@ -154,6 +164,9 @@ struct load {
     long delay_ms;      /* mock delay between tokens */
     long ramp;          /* connections opened per second */
     long timeout_s;     /* give up after this many seconds */
+    long hold_s;        /* --hold: seconds to hold the idle streams, 0 = off */
+    long held;          /* --hold: streams that got their first token */
+    long dropped;       /* --hold: held streams that failed afterwards */
     bool json;          /* print the JSON line */
     bool progress;      /* one status line per second on stderr */
     int ep;             /* epoll fd */
@@ -177,6 +190,7 @@ struct load {
     int64_t t_start;  /* monotonic us */
     int64_t t_ramped; /* monotonic us when the last connection was opened */
     int64_t now_real; /* realtime us of the current read */
+    int64_t t_held;   /* --hold: monotonic us when the hold began */
     rlim_t nofile;    /* soft RLIMIT_NOFILE after raising it */
 };
 
@@ -246,6 +260,8 @@ static void conn_fail(struct load *ld, struct conn *c, enum fail_reason why, con
 {
     if (c->state == ST_FINISHED)
         return;
+    if (c->held)
+        ld->dropped++;
     ld->failed++;
     ld->fail[why]++;
     add_sample(ld, fail_names[why], detail, strlen(detail));
@@ -255,6 +271,10 @@ static void conn_fail(struct load *ld, struct conn *c, enum fail_reason why, con
 /* The response ended (last chunk, Content-Length reached, or EOF). */
 static void conn_end(struct load *ld, struct conn *c)
 {
+    if (ld->hold_s) {
+        conn_fail(ld, c, FAIL_CLOSED, "stream ended although the upstream stalls (--hold)");
+        return;
+    }
     if (!c->done) {
         conn_fail(ld, c, FAIL_CLOSED, "response ended before the end event");
         return;
@@ -275,7 +295,15 @@ static void build_request(const struct load *ld, struct conn *c)
 {
     struct buf body = BUF_INIT;
     /* --extra was checked to hold no character that JSON must escape */
-    if (ld->mode == MODE_CHATD)
+    if (ld->hold_s && ld->mode == MODE_CHATD)
+        buf_appendf(&body, "{\"message\": \"mock:stall=1 mock:tokens=%ld%s%s %" PRIu32 "\"}",
+                    ld->tokens, *ld->extra ? " " : "", ld->extra, c->index);
+    else if (ld->hold_s)
+        buf_appendf(&body,
+                    "{\"model\": \"mock\", \"stream\": true, \"messages\": [{\"role\": \"user\", "
+                    "\"content\": \"mock:stall=1 mock:tokens=%ld%s%s %" PRIu32 "\"}]}",
+                    ld->tokens, *ld->extra ? " " : "", ld->extra, c->index);
+    else if (ld->mode == MODE_CHATD)
         buf_appendf(&body,
                     "{\"message\": \"mock:tokens=%ld mock:delay=%ld mock:stamp%s%s %" PRIu32 "\"}",
                     ld->tokens, ld->delay_ms, *ld->extra ? " " : "", ld->extra, c->index);
@@ -392,6 +420,10 @@ static void content_event(struct load *ld, struct conn *c, const char *data, siz
     if (!c->t_first) {
         c->t_first = clock_us(CLOCK_MONOTONIC);
         i64s_push(&ld->ttft, c->t_first - c->t_sent);
+    }
+    if (ld->hold_s && !c->held) {
+        c->held = true;
+        ld->held++;
     }
 }
 
@@ -866,7 +898,12 @@ static void report(struct load *ld, int64_t t_end, double cpu_s)
 
     printf("streamload %s %s:%d  n=%ld tokens=%ld delay=%ldms ramp=%ld/s timeout=%lds\n", mode,
            ld->host, ld->port, ld->n, ld->tokens, ld->delay_ms, ld->ramp, ld->timeout_s);
-    printf("  %-22s %ld\n", "completed", ld->completed);
+    if (ld->hold_s)
+        printf("  %-22s %ld (got a first token: %ld, failed after it: %ld, idle for %.3f s)\n",
+               "held to the end", ld->completed, ld->held, ld->dropped,
+               (double)(t_end - ld->t_held) / 1e6);
+    else
+        printf("  %-22s %ld\n", "completed", ld->completed);
     printf("  %-22s %ld", "failed", ld->failed);
     if (ld->failed) {
         const char *sep = "  (";
@@ -906,6 +943,9 @@ static void report(struct load *ld, int64_t t_end, double cpu_s)
                     ld->completed, ld->failed);
         for (int i = 0; i < FAIL_COUNT; i++)
             buf_appendf(&j, ", \"fail_%s\": %ld", fail_names[i], ld->fail[i]);
+        if (ld->hold_s)
+            buf_appendf(&j, ", \"hold_s\": %ld, \"held\": %ld, \"dropped\": %ld, \"held_s\": %.3f",
+                        ld->hold_s, ld->held, ld->dropped, (double)(t_end - ld->t_held) / 1e6);
         json_pcts(&j, "ttft_ms", &ld->ttft, 1e3);
         json_pcts(&j, "delay_ms", &ld->delay, 1e3);
         json_pcts(&j, "duration_s", &ld->duration, 1e6);
@@ -928,9 +968,13 @@ static void usage(FILE *f)
     fprintf(f, "usage: streamload [--host 127.0.0.1] --port PORT [-n 100] [--tokens 100]\n"
                "                  [--delay-ms 50] [--ramp 2000] [--timeout 60] [--json]\n"
                "                  [--raw-openai] [--progress] [--extra 'mock:split ...']\n"
+               "                  [--hold SECONDS]\n"
                "  Opens N concurrent streaming chats against chatd's POST /api/chat-stream\n"
                "  (or, with --raw-openai, the mock's POST /v1/chat/completions) and reports\n"
                "  completed/failed streams, time to first token and added delay per token.\n"
+               "  --hold S: each stream gets one token (mock:stall=1 mock:tokens=T) and idles;\n"
+               "  when all have it, a JSON line with \"phase\": \"held\" is printed and the\n"
+               "  streams stay open until SIGUSR1 or S seconds, then are closed.\n"
                "  Exit status: 0 all completed, 1 some failed, 2 usage error.\n");
 }
 
@@ -966,8 +1010,34 @@ static void raise_nofile(struct load *ld)
 
 static void progress(struct load *ld, int64_t now)
 {
-    fprintf(stderr, "streamload: %6.1f s  opened %ld  open %ld  completed %ld  failed %ld\n",
-            (double)(now - ld->t_start) / 1e6, ld->opened, ld->active, ld->completed, ld->failed);
+    fprintf(stderr, "streamload: %6.1f s  opened %ld  open %ld  %s %ld  failed %ld\n",
+            (double)(now - ld->t_start) / 1e6, ld->opened, ld->active,
+            ld->hold_s ? "held" : "completed", ld->hold_s ? ld->held - ld->dropped : ld->completed,
+            ld->failed);
+}
+
+static volatile sig_atomic_t release_hold; /* SIGUSR1: end the hold */
+
+static void on_usr1(int sig)
+{
+    (void)sig;
+    release_hold = 1;
+}
+
+/* Streams that are neither finished nor (with --hold) holding. */
+static long unsettled(const struct load *ld)
+{
+    return ld->n - ld->completed - ld->failed - (ld->held - ld->dropped);
+}
+
+/* One JSON line when every stream holds (or failed): the cue to measure. */
+static void report_held(const struct load *ld, int64_t now)
+{
+    printf("{\"tool\": \"streamload\", \"phase\": \"held\", \"n\": %ld, \"held\": %ld, "
+           "\"failed\": %ld, \"open\": %ld, \"elapsed_s\": %.3f}\n",
+           ld->n, ld->held - ld->dropped, ld->failed, ld->active,
+           (double)(now - ld->t_start) / 1e6);
+    fflush(stdout);
 }
 
 int main(int argc, char **argv)
@@ -1024,6 +1094,8 @@ int main(int argc, char **argv)
             ok = parse_long(v, 1, 10000000, &ld.ramp);
         } else if (strcmp(a, "--timeout") == 0) {
             ok = parse_long(v, 1, 86400, &ld.timeout_s);
+        } else if (strcmp(a, "--hold") == 0) {
+            ok = parse_long(v, 1, 86400, &ld.hold_s);
         } else if (strcmp(a, "--extra") == 0) {
             ld.extra = v;
             for (const char *q = v; *q && ok; q++)
@@ -1054,6 +1126,9 @@ int main(int argc, char **argv)
     ld.addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 
     signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa = {.sa_handler = on_usr1}; /* no SA_RESTART: epoll_wait returns */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, NULL);
     raise_nofile(&ld);
 
     ld.ep = epoll_create1(EPOLL_CLOEXEC);
@@ -1080,7 +1155,7 @@ int main(int argc, char **argv)
     int64_t deadline = ld.t_start + (int64_t)ld.timeout_s * 1000000;
     int64_t next_progress = ld.t_start + 1000000;
     int64_t now = ld.t_start;
-    while (ld.completed + ld.failed < ld.n && now < deadline) {
+    while (unsettled(&ld) > 0 && now < deadline) {
         int wait_ms;
         if (ld.opened < ld.n) {
             /* open whatever the schedule says is due by now, then sleep
@@ -1116,7 +1191,7 @@ int main(int argc, char **argv)
     int64_t t_end = clock_us(CLOCK_MONOTONIC);
     for (long i = 0; i < ld.n; i++) {
         struct conn *c = &ld.conns[i];
-        if (c->state == ST_FINISHED)
+        if (c->state == ST_FINISHED || c->held)
             continue;
         if (c->state == ST_IDLE) {
             ld.active++; /* conn_fail counts it down again */
@@ -1124,6 +1199,35 @@ int main(int argc, char **argv)
         }
         ld.timeout_by_state[c->state]++;
         conn_fail(&ld, c, FAIL_TIMEOUT, "unfinished when --timeout expired");
+    }
+    if (ld.hold_s) {
+        /* Hold the idle streams (reading pings, noting any that end) until
+         * SIGUSR1 or --hold seconds, then close them: completed. */
+        ld.t_held = clock_us(CLOCK_MONOTONIC);
+        report_held(&ld, ld.t_held);
+        int64_t hold_end = ld.t_held + (int64_t)ld.hold_s * 1000000;
+        now = ld.t_held;
+        while (!release_hold && now < hold_end && ld.held > ld.dropped) {
+            int k = epoll_wait(ld.ep, evs, MAX_EVENTS, 100);
+            if (k < 0 && errno != EINTR) {
+                fprintf(stderr, "streamload: epoll_wait: %s\n", strerror(errno));
+                break;
+            }
+            for (int i = 0; i < k; i++) {
+                struct conn *c = evs[i].data.ptr;
+                if (c->state != ST_FINISHED)
+                    conn_event(&ld, c, evs[i].events, rbuf);
+            }
+            now = clock_us(CLOCK_MONOTONIC);
+        }
+        for (long i = 0; i < ld.n; i++) {
+            struct conn *c = &ld.conns[i];
+            if (c->state != ST_FINISHED && c->held) {
+                ld.completed++;
+                conn_close(&ld, c);
+            }
+        }
+        t_end = clock_us(CLOCK_MONOTONIC);
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);

@@ -16,8 +16,9 @@
 # (streamload --raw-openai): the floor that chatd's figures compare to.
 #
 # Environment: TOKENS (100), DELAY_MS (50), RAMP (2000 connections/s),
-# BUILD_DIR (build-bench), BUILD_TYPE (RelWithDebInfo), REFERENCE (1). Results: a table on stdout and
-# bench/results/streams-<date>.json. All processes and temp files are
+# BUILD_DIR (build-bench), BUILD_TYPE (RelWithDebInfo), REFERENCE (1),
+# RESULTS_DIR (bench/results). Results: a table on stdout and
+# $RESULTS_DIR/streams-<date>.json. All processes and temp files are
 # removed on exit. Targets 127.0.0.1 only. Needs bash, cmake, a C compiler
 # and the libraries of scripts/install-deps.sh; no python, no jq.
 set -euo pipefail
@@ -229,8 +230,9 @@ if [ "$REFERENCE" = 1 ]; then
     printf '%s\n' "${REFROWS[@]}"
 fi
 
-mkdir -p bench/results
-OUT="bench/results/streams-$DATE.json"
+RESULTS=${RESULTS_DIR:-bench/results}
+mkdir -p "$RESULTS"
+OUT="$RESULTS/streams-$DATE.json"
 cat >"$OUT" <<EOF
 {"benchmark": "streams", "date": "$DATE", "commit": "$COMMIT", "build_type": "$BUILD_TYPE",
  "machine": {"cpus": $(nproc), "kernel": "$(uname -r)", "nofile": $NOFILE},
