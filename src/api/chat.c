@@ -191,7 +191,8 @@ static bool find_conversation(struct http_request *req, const struct chat_input 
     char want[UUID_STR_LEN + 1];
     if (uuid_normalize(in->conv_id.ptr, in->conv_id.len, want)) {
         struct store_conversation conv;
-        enum chatd_err err = store_conversation_get(app->store, want, time_now_usec(), &conv);
+        enum chatd_err err =
+            store_conversation_get(app->store, want, time_now_usec(), false, &conv);
         if (err == CHATD_OK) {
             memcpy(id, want, sizeof want);
             *existing = true;

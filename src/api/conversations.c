@@ -56,7 +56,7 @@ void api_conversation_get(struct http_request *req)
         http_respond_error(req, CHATD_ENOTFOUND, NOT_FOUND);
         return;
     }
-    enum chatd_err err = store_conversation_get(app->store, id, time_now_usec(), &conv);
+    enum chatd_err err = store_conversation_get(app->store, id, time_now_usec(), false, &conv);
     if (err) {
         api_store_error(req, err, NOT_FOUND);
         return;

@@ -398,7 +398,7 @@ void api_export_one(struct http_request *req)
         return;
     struct export *e = export_new(req, false, csv);
     enum chatd_err err = uuid_normalize(p.ptr, p.len, id)
-                             ? store_conversation_get(app->store, id, e->now, &e->cur)
+                             ? store_conversation_get(app->store, id, e->now, true, &e->cur)
                              : CHATD_ENOTFOUND;
     if (err) {
         export_free(e);

@@ -25,7 +25,7 @@ struct store_ops {
                            char *why, size_t why_len);
     void (*close)(void *be);
     enum chatd_err (*ping)(void *be, char *why, size_t why_len);
-    enum chatd_err (*conversation_get)(void *be, const char *id, int64_t now,
+    enum chatd_err (*conversation_get)(void *be, const char *id, int64_t now, bool count,
                                        struct store_conversation *out);
     enum chatd_err (*history_tail)(void *be, const char *id, size_t n, store_message_fn fn,
                                    void *arg);

@@ -92,6 +92,7 @@ enum stmt {
     ST_ROLLBACK,
     ST_PING,
     ST_CONV_GET,
+    ST_CONV_GET_COUNT,
     ST_HISTORY_TAIL,
     ST_UPSERT_CONV,
     ST_INSERT_MSG,
@@ -117,9 +118,11 @@ static const char *const stmt_sql[ST_COUNT_] = {
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_PING] = "SELECT 1 FROM conversations LIMIT 1",
-    [ST_CONV_GET] = "SELECT created_at, last_active,"
-                    " (SELECT count(*) FROM messages WHERE conversation_id = ?1)"
+    [ST_CONV_GET] = "SELECT created_at, last_active, -1"
                     " FROM conversations WHERE id = ?1 AND last_active >= ?2",
+    [ST_CONV_GET_COUNT] = "SELECT created_at, last_active,"
+                          " (SELECT count(*) FROM messages WHERE conversation_id = ?1)"
+                          " FROM conversations WHERE id = ?1 AND last_active >= ?2",
     [ST_HISTORY_TAIL] = "SELECT id, role, content, timestamp FROM"
                         " (SELECT id, role, content, timestamp FROM messages"
                         "  WHERE conversation_id = ?1 ORDER BY id DESC LIMIT ?2)"
@@ -157,8 +160,13 @@ struct sq {
     pthread_key_t key;           /* this thread's struct conn */
     bool has_key;                /* key was created */
     pthread_mutex_t lock;        /* guards conns */
+    pthread_mutex_t write_lock;  /* held for the whole of a write transaction */
     struct conn *conns;          /* every open connection */
     atomic_bool bad_time_logged; /* an unparseable time was logged */
+    pthread_mutex_t probe_lock;  /* guards the three below */
+    int64_t probed_at;           /* monotonic usec of the last probe, 0 = never */
+    enum chatd_err probe_err;    /* its verdict */
+    char probe_why[256];         /* and its reason */
 };
 
 struct conn {
@@ -166,6 +174,7 @@ struct conn {
     sqlite3 *db;
     sqlite3_stmt *st[ST_COUNT_];
     bool busy[ST_COUNT_];     /* statement taken by a call in progress */
+    bool writing;             /* holds owner->write_lock, in a write transaction */
     struct conn *prev, *next; /* on owner->conns */
 };
 
@@ -476,17 +485,38 @@ static bool run(struct conn *c, enum stmt i)
     return rc == SQLITE_DONE;
 }
 
+/*
+ * Write transactions of this process take turns on write_lock before
+ * BEGIN IMMEDIATE: threads then queue on a mutex, while SQLite's busy
+ * handler, which sleeps 1, 2, 5... ms between tries, is left for waits on
+ * other processes. Every begin() that succeeds ends in commit() or
+ * rollback(), which let go of the lock.
+ */
 static enum chatd_err begin(struct conn *c, const char *what)
 {
-    if (!run(c, ST_BEGIN))
+    pthread_mutex_lock(&c->owner->write_lock);
+    if (!run(c, ST_BEGIN)) {
+        pthread_mutex_unlock(&c->owner->write_lock);
         return fail(c, what);
+    }
+    c->writing = true;
     return CHATD_OK;
 }
 
+static void end_write(struct conn *c)
+{
+    if (c->writing) {
+        c->writing = false;
+        pthread_mutex_unlock(&c->owner->write_lock);
+    }
+}
+
+/* On failure the transaction is still open: the caller rolls back. */
 static enum chatd_err commit(struct conn *c, const char *what)
 {
     if (!run(c, ST_COMMIT))
         return fail(c, what);
+    end_write(c);
     return CHATD_OK;
 }
 
@@ -496,6 +526,7 @@ static void rollback(struct conn *c)
 {
     if (!sqlite3_get_autocommit(c->db) && !run(c, ST_ROLLBACK))
         log_error("store: rollback: %s", sqlite3_errmsg(c->db));
+    end_write(c);
 }
 
 static enum chatd_err count_one(struct conn *c, sqlite3_stmt *st, const char *what, int64_t *out)
@@ -530,6 +561,8 @@ static void sq_close(void *be)
         conn_close(c);
     }
     pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->write_lock);
+    pthread_mutex_destroy(&s->probe_lock);
     free(s->path);
     free(s);
 }
@@ -558,6 +591,8 @@ static enum chatd_err sq_open(const char *target, const struct store_options *op
     s->ttl = opt->session_ttl;
     atomic_init(&s->bad_time_logged, false);
     pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->write_lock, NULL);
+    pthread_mutex_init(&s->probe_lock, NULL);
     if (pthread_key_create(&s->key, conn_thread_exit) != 0) {
         store_set_why(why, why_len, "cannot create a thread key for the store");
         err = CHATD_EDB;
@@ -584,9 +619,30 @@ out:
     return err;
 }
 
+#define PROBE_EVERY_USEC (1 * USEC_PER_SEC)
+
+static enum chatd_err probe_now(struct sq *s, char *why, size_t why_len);
+
+/* The verdict of probe_now(), at most PROBE_EVERY_USEC old: opening a
+ * connection for every /health would make it the slowest endpoint. */
+static enum chatd_err probe(struct sq *s, char *why, size_t why_len)
+{
+    int64_t now = time_mono_usec();
+    pthread_mutex_lock(&s->probe_lock);
+    if (!s->probed_at || now - s->probed_at >= PROBE_EVERY_USEC) {
+        s->probe_err = probe_now(s, s->probe_why, sizeof s->probe_why);
+        s->probed_at = now;
+    }
+    enum chatd_err err = s->probe_err;
+    if (err)
+        store_set_why(why, why_len, "%s", s->probe_why);
+    pthread_mutex_unlock(&s->probe_lock);
+    return err;
+}
+
 /* A fresh connection reads the file from disk, not from a page cache, so it
  * also notices a file made unreadable, read-only or overwritten in place. */
-static enum chatd_err probe(struct sq *s, char *why, size_t why_len)
+static enum chatd_err probe_now(struct sq *s, char *why, size_t why_len)
 {
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
@@ -647,7 +703,7 @@ out:
     return err;
 }
 
-static enum chatd_err sq_conversation_get(void *be, const char *id, int64_t now,
+static enum chatd_err sq_conversation_get(void *be, const char *id, int64_t now, bool count,
                                           struct store_conversation *out)
 {
     struct sq *s = be;
@@ -660,7 +716,8 @@ static enum chatd_err sq_conversation_get(void *be, const char *id, int64_t now,
         return CHATD_ENOTFOUND; /* cannot be one of ours, nor fit in out->id */
     if ((err = conn_get(s, &c, NULL, 0)))
         return err;
-    if (!(st = take(c, ST_CONV_GET)))
+    enum stmt which = count ? ST_CONV_GET_COUNT : ST_CONV_GET;
+    if (!(st = take(c, which)))
         return CHATD_EINTERNAL;
     if (bind_bytes(st, 1, id, idlen) || bind_bound(st, 2, cutoff(s, now))) {
         err = fail(c, "look up conversation");
@@ -680,7 +737,7 @@ static enum chatd_err sq_conversation_get(void *be, const char *id, int64_t now,
     out->last_active = column_time(s, st, 1);
     out->message_count = sqlite3_column_int64(st, 2);
 out:
-    give(c, ST_CONV_GET);
+    give(c, which);
     return err;
 }
 

@@ -131,11 +131,11 @@ enum chatd_err store_ping(struct store *st, char *why, size_t why_len)
     return st->ops->ping(st->be, why, why_len);
 }
 
-enum chatd_err store_conversation_get(struct store *st, const char *id, int64_t now,
+enum chatd_err store_conversation_get(struct store *st, const char *id, int64_t now, bool count,
                                       struct store_conversation *out)
 {
     assert(id && out);
-    return st->ops->conversation_get(st->be, id, now, out);
+    return st->ops->conversation_get(st->be, id, now, count, out);
 }
 
 enum chatd_err store_history_tail(struct store *st, const char *id, size_t n, store_message_fn fn,

@@ -90,8 +90,9 @@ const char *store_backend(const struct store *st);
 /* Runs a trivial query. On failure writes the database's reason into why. */
 enum chatd_err store_ping(struct store *st, char *why, size_t why_len);
 
-/* Looks up a live conversation. message_count is filled. */
-enum chatd_err store_conversation_get(struct store *st, const char *id, int64_t now,
+/* Looks up a live conversation. message_count is filled if count is
+ * true (it costs a scan of the conversation's messages), else -1. */
+enum chatd_err store_conversation_get(struct store *st, const char *id, int64_t now, bool count,
                                       struct store_conversation *out);
 
 /* Calls fn for the last n messages of conversation id, oldest first.

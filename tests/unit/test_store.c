@@ -261,8 +261,15 @@ static void test_open_ping_and_schema(void **state)
     store_free(f->st);
     f->st = open_store(f->url, TTL);
     struct store_conversation c;
-    assert_int_equal(store_conversation_get(f->st, id, T0, &c), CHATD_OK);
+    assert_int_equal(store_conversation_get(f->st, id, T0, true, &c), CHATD_OK);
     assert_int_equal(c.message_count, 2);
+    {
+        struct store_conversation lite;
+        assert_int_equal(store_conversation_get(f->st, id, T0, false, &lite), CHATD_OK);
+        assert_int_equal(lite.message_count, -1);
+        assert_int_equal(lite.created_at, c.created_at);
+        assert_int_equal(lite.last_active, c.last_active);
+    }
 }
 
 static void test_append_and_get(void **state)
@@ -271,9 +278,9 @@ static void test_append_and_get(void **state)
     char id[UUID_STR_LEN + 1];
     struct store_conversation c;
     new_id(id);
-    assert_int_equal(store_conversation_get(f->st, id, T0, &c), CHATD_ENOTFOUND);
+    assert_int_equal(store_conversation_get(f->st, id, T0, true, &c), CHATD_ENOTFOUND);
     assert_int_equal(append(f->st, id, "hello", "world", T0), CHATD_OK);
-    assert_int_equal(store_conversation_get(f->st, id, T0 + 2 * SEC, &c), CHATD_OK);
+    assert_int_equal(store_conversation_get(f->st, id, T0 + 2 * SEC, true, &c), CHATD_OK);
     assert_string_equal(c.id, id);
     assert_true(c.created_at == T0);
     assert_true(c.last_active == T0 + SEC);
@@ -281,7 +288,7 @@ static void test_append_and_get(void **state)
 
     /* A second exchange: created_at stays, last_active moves to the answer. */
     assert_int_equal(append(f->st, id, "again", "still here", T0 + 50 * SEC + 123456), CHATD_OK);
-    assert_int_equal(store_conversation_get(f->st, id, T0 + 60 * SEC, &c), CHATD_OK);
+    assert_int_equal(store_conversation_get(f->st, id, T0 + 60 * SEC, true, &c), CHATD_OK);
     assert_true(c.created_at == T0);
     assert_true(c.last_active == T0 + 51 * SEC + 123456);
     assert_int_equal(c.message_count, 4);
@@ -310,7 +317,7 @@ static void expiry_at(struct fx *f, int64_t last_active)
     new_id(id);
     assert_int_equal(append(f->st, id, "q", "a", last_active - SEC), CHATD_OK);
     int64_t edge = last_active + TTL; /* last_active == now - ttl: not older, still live */
-    assert_int_equal(store_conversation_get(f->st, id, edge, &c), CHATD_OK);
+    assert_int_equal(store_conversation_get(f->st, id, edge, true, &c), CHATD_OK);
     assert_int_equal(store_count_active(f->st, edge, &n), CHATD_OK);
     assert_int_equal(n, 1);
     assert_int_equal(store_count_conversations(f->st, INT64_MIN, INT64_MAX, edge, &n), CHATD_OK);
@@ -318,7 +325,7 @@ static void expiry_at(struct fx *f, int64_t last_active)
     assert_int_equal(store_sweep_expired(f->st, edge, NULL, NULL, &n), CHATD_OK);
     assert_int_equal(n, 0);
 
-    assert_int_equal(store_conversation_get(f->st, id, edge + 1, &c), CHATD_ENOTFOUND);
+    assert_int_equal(store_conversation_get(f->st, id, edge + 1, true, &c), CHATD_ENOTFOUND);
     assert_int_equal(store_count_active(f->st, edge + 1, &n), CHATD_OK);
     assert_int_equal(n, 0);
     assert_int_equal(store_count_conversations(f->st, INT64_MIN, INT64_MAX, edge + 1, &n),
@@ -511,13 +518,13 @@ static void test_delete(void **state)
     assert_int_equal(append(f->st, a, "q", "a", T0), CHATD_OK);
     assert_int_equal(append(f->st, b, "q", "a", T0), CHATD_OK);
     assert_int_equal(store_delete_conversation(f->st, a, T0 + 10 * SEC), CHATD_OK);
-    assert_int_equal(store_conversation_get(f->st, a, T0 + 10 * SEC, &c), CHATD_ENOTFOUND);
+    assert_int_equal(store_conversation_get(f->st, a, T0 + 10 * SEC, true, &c), CHATD_ENOTFOUND);
     struct rows *rs = rows_new();
     assert_int_equal(store_messages_after(f->st, a, 0, 100, collect, rs, &got), CHATD_OK);
     assert_int_equal(got, 0);
     assert_int_equal(store_delete_conversation(f->st, a, T0 + 10 * SEC), CHATD_ENOTFOUND);
     assert_int_equal(store_delete_conversation(f->st, "no-such-id", T0), CHATD_ENOTFOUND);
-    assert_int_equal(store_conversation_get(f->st, b, T0 + 10 * SEC, &c), CHATD_OK);
+    assert_int_equal(store_conversation_get(f->st, b, T0 + 10 * SEC, true, &c), CHATD_OK);
     assert_int_equal(c.message_count, 2);
     rows_free(rs);
 
@@ -582,8 +589,8 @@ static void test_sweep_batches_and_callback(void **state)
     free(seen);
 
     struct store_conversation c;
-    assert_int_equal(store_conversation_get(f->st, live[0], now, &c), CHATD_OK);
-    assert_int_equal(store_conversation_get(f->st, live[1], now, &c), CHATD_OK);
+    assert_int_equal(store_conversation_get(f->st, live[0], now, true, &c), CHATD_OK);
+    assert_int_equal(store_conversation_get(f->st, live[1], now, true, &c), CHATD_OK);
     assert_int_equal(store_sweep_expired(f->st, now, on_deleted, NULL, &n), CHATD_OK);
     assert_int_equal(n, 0);
 }
@@ -632,7 +639,7 @@ static void test_rows_written_by_other_tools(void **state)
     active = created + 500000;
     struct store_conversation c;
     /* (Not at active + TTL exactly: '...00.5' sorts before '...00.500000'.) */
-    assert_int_equal(store_conversation_get(f->st, conv, active + TTL - 1, &c), CHATD_OK);
+    assert_int_equal(store_conversation_get(f->st, conv, active + TTL - 1, true, &c), CHATD_OK);
     assert_true(c.created_at == created);
     assert_true(c.last_active == active);
     assert_int_equal(c.message_count, 4);
@@ -668,7 +675,7 @@ static void test_rows_written_by_other_tools(void **state)
 
     /* Chatting on moves last_active into chatd's own form. */
     assert_int_equal(append(f->st, conv, "q", "a", active + SEC), CHATD_OK);
-    assert_int_equal(store_conversation_get(f->st, conv, active + 2 * SEC, &c), CHATD_OK);
+    assert_int_equal(store_conversation_get(f->st, conv, active + 2 * SEC, true, &c), CHATD_OK);
     assert_true(c.created_at == created && c.last_active == active + 2 * SEC);
     assert_int_equal(c.message_count, 6);
 }
@@ -821,16 +828,16 @@ static void test_failed_append_rolls_back(void **state)
 
     /* The answer fails after the conversation and the question went in. */
     assert_int_equal(append(f->st, fresh, "q", "FAIL", T0), CHATD_EDB);
-    assert_int_equal(store_conversation_get(f->st, fresh, T0, &c), CHATD_ENOTFOUND);
+    assert_int_equal(store_conversation_get(f->st, fresh, T0, true, &c), CHATD_ENOTFOUND);
     assert_int_equal(
         raw_count(db, "SELECT count(*) FROM messages WHERE conversation_id = ?1", fresh), 0);
     assert_int_equal(append(f->st, old, "q", "FAIL", T0 + 30 * SEC), CHATD_EDB);
-    assert_int_equal(store_conversation_get(f->st, old, T0 + 30 * SEC, &c), CHATD_OK);
+    assert_int_equal(store_conversation_get(f->st, old, T0 + 30 * SEC, true, &c), CHATD_OK);
     assert_true(c.last_active == T0 + SEC);
     assert_int_equal(c.message_count, 2);
     /* The connection is usable afterwards (no transaction left open). */
     assert_int_equal(append(f->st, old, "q", "fine", T0 + 40 * SEC), CHATD_OK);
-    assert_int_equal(store_conversation_get(f->st, old, T0 + 40 * SEC, &c), CHATD_OK);
+    assert_int_equal(store_conversation_get(f->st, old, T0 + 40 * SEC, true, &c), CHATD_OK);
     assert_int_equal(c.message_count, 4);
     sqlite3_close(db);
 }
@@ -917,7 +924,7 @@ static void *worker_main(void *p)
         if (append(w->st, w->shared, q, a, T0 + i * SEC) != CHATD_OK)
             w->bad++;
         struct store_conversation c;
-        if (store_conversation_get(w->st, w->own, T0 + i * SEC, &c) != CHATD_OK ||
+        if (store_conversation_get(w->st, w->own, T0 + i * SEC, true, &c) != CHATD_OK ||
             c.message_count != 2 * (i + 1))
             w->bad++;
         if (store_ping(w->st, NULL, 0) != CHATD_OK)
@@ -945,10 +952,10 @@ static void test_threads_append_concurrently(void **state)
     /* The threads have exited and closed their connections; ours is fine. */
     struct store_conversation c;
     for (int i = 0; i < THREADS; i++) {
-        assert_int_equal(store_conversation_get(f->st, w[i].own, T0 + TTL, &c), CHATD_OK);
+        assert_int_equal(store_conversation_get(f->st, w[i].own, T0 + TTL, true, &c), CHATD_OK);
         assert_int_equal(c.message_count, 2 * PER_THREAD);
     }
-    assert_int_equal(store_conversation_get(f->st, shared, T0 + TTL, &c), CHATD_OK);
+    assert_int_equal(store_conversation_get(f->st, shared, T0 + TTL, true, &c), CHATD_OK);
     assert_int_equal(c.message_count, 2 * PER_THREAD * THREADS);
     /* Each exchange is whole and contiguous: a question, then its answer. */
     struct rows *rs = rows_new();
