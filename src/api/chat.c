@@ -181,10 +181,10 @@ static void history_release(struct history *h)
     free(h->msgs);
 }
 
-/* Finds the live conversation named by in (or picks a new id) and fills
- * its history. On failure answers the request and returns false. */
+/* Finds the live conversation named by in (or picks a new id). On
+ * failure answers the request and returns false. */
 static bool find_conversation(struct http_request *req, const struct chat_input *in,
-                              char id[UUID_STR_LEN + 1], bool *existing, struct history *h)
+                              char id[UUID_STR_LEN + 1], bool *existing)
 {
     struct app *app = http_app(req);
     *existing = false;
@@ -196,9 +196,6 @@ static bool find_conversation(struct http_request *req, const struct chat_input 
         if (err == CHATD_OK) {
             memcpy(id, want, sizeof want);
             *existing = true;
-            if (app->cfg->history) {
-                err = store_history_tail(app->store, id, app->cfg->history, collect_history, h);
-            }
         }
         if (err && err != CHATD_ENOTFOUND) {
             api_store_error(req, err, "");
@@ -566,7 +563,7 @@ static void handle(struct http_request *req, bool streaming)
     struct buf b = BUF_INIT;
     int64_t user_time = time_now_usec();
 
-    if (!read_input(req, &in) || !find_conversation(req, &in, conv_id, &existing, &h))
+    if (!read_input(req, &in) || !find_conversation(req, &in, conv_id, &existing))
         goto out;
 
     /* The cache: same question, same conversation, within the TTL. */
@@ -593,7 +590,15 @@ static void handle(struct http_request *req, bool streaming)
         goto out;
     }
 
-    /* A miss: ask the model. The question goes last, after the history. */
+    /* A miss: ask the model with the history, the question last. */
+    if (existing && app->cfg->history) {
+        enum chatd_err err =
+            store_history_tail(app->store, conv_id, app->cfg->history, collect_history, &h);
+        if (err) {
+            api_store_error(req, err, "");
+            goto out;
+        }
+    }
     if (h.n == h.cap) {
         h.cap = h.cap ? h.cap + 1 : 1;
         h.msgs = xrealloc(h.msgs, h.cap * sizeof *h.msgs);
