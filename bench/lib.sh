@@ -168,9 +168,14 @@ bench_build() {
 }
 
 # The short commit of HEAD, "+dirty" when src/ or tools/ (what the build
-# used) have uncommitted changes, or "unknown".
+# used) have uncommitted changes, or "unknown"; BENCH_COMMIT, when set, is
+# taken as it is (a tree exported with `git archive`, which has no .git).
 bench_commit() {
     local c
+    if [ -n "${BENCH_COMMIT:-}" ]; then
+        echo "$BENCH_COMMIT"
+        return
+    fi
     c=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
     if [ "$c" != unknown ] && [ -n "$(git status --porcelain -- src tools 2>/dev/null)" ]; then
         c="$c+dirty"
