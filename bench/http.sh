@@ -153,6 +153,9 @@ hreq() {
 
 # VmRSS, RssAnon and RssFile of process $1, "KB KB KB".
 rss_parts() { echo "$(vm_kb "$1" VmRSS) $(vm_kb "$1" RssAnon) $(vm_kb "$1" RssFile)"; }
+# Pss of process $1 in kB: its RSS with each shared page divided among the
+# processes that map it (shared libraries are mostly shared with others).
+pss_kb() { awk '/^Pss:/ { print $2; exit }' "/proc/$1/smaps_rollup" 2>/dev/null || echo null; }
 
 # CPU ticks of nginx: the master and its workers.
 nginx_ticks() {
@@ -467,6 +470,7 @@ NGINX_PID=
 say "idle: a fresh chatd, then $IDLE_STREAMS idle streams"
 start_chatd "$TMP/idle.db"
 read -r RSS_START ANON_START FILE_START <<<"$(rss_parts "$CHATD_PID")"
+PSS_START=$(pss_kb "$CHATD_PID")
 sleep 0.5
 read -r RSS_IDLE ANON_IDLE FILE_IDLE <<<"$(rss_parts "$CHATD_PID")"
 IDLE_TIMEOUT=$((IDLE_STREAMS / RAMP + 60))
@@ -619,8 +623,8 @@ RSS_V=$(verdict "$(calc '%.3f' "$RSS_START / 1024")" lt "$IDLE_RSS_TARGET_MB")
 START_V=$(verdict "$START_BEST" lt "$STARTUP_TARGET_MS")
 echo
 echo "chatd idle cost"
-printf '  %-44s %8s MB  (anon %s, file %s)  target < %s MB: %s\n' "VmRSS at the first 200 on /health" \
-    "$(mb "$RSS_START")" "$(mb "$ANON_START")" "$(mb "$FILE_START")" "$IDLE_RSS_TARGET_MB" "$RSS_V"
+printf '  %-44s %8s MB  (anon %s, file %s; Pss %s)  target < %s MB: %s\n' "VmRSS at the first 200 on /health" \
+    "$(mb "$RSS_START")" "$(mb "$ANON_START")" "$(mb "$FILE_START")" "$(mb "$PSS_START")" "$IDLE_RSS_TARGET_MB" "$RSS_V"
 printf '  %-44s %8s MB  (anon %s, file %s)\n' "VmRSS 0.5 s later" "$(mb "$RSS_IDLE")" "$(mb "$ANON_IDLE")" "$(mb "$FILE_IDLE")"
 printf '  %-44s %8s MB  (anon %s, file %s; %s KB per stream; %s fds)\n' \
     "VmRSS with ${N_HELD} idle streams" "$(mb "$RSS_HELD")" "$(mb "$ANON_HELD")" "$(mb "$FILE_HELD")" \
@@ -660,6 +664,7 @@ cat >"$OUT" <<EOF
     "cachehit_conversation_messages_per_round": [$(IFS=,; s="${CACHE_CONV_MSGS[*]:-}"; echo "${s//,/, }")]},
  "perf_top": $PERF_JSON,
  "idle": {"rss_start_kb": $RSS_START, "anon_start_kb": $ANON_START, "file_start_kb": $FILE_START,
+    "pss_start_kb": $PSS_START,
     "rss_target_mb": $IDLE_RSS_TARGET_MB, "verdict": "$RSS_V",
     "rss_idle_kb": $RSS_IDLE, "anon_idle_kb": $ANON_IDLE, "file_idle_kb": $FILE_IDLE,
     "streams": $IDLE_STREAMS, "held": ${N_HELD/-/null}, "rss_held_kb": $RSS_HELD, "anon_held_kb": $ANON_HELD,

@@ -896,8 +896,13 @@ static void report(struct load *ld, int64_t t_end, double cpu_s)
     double ramp_s = ld->t_ramped ? (double)(ld->t_ramped - ld->t_start) / 1e6 : 0.0;
     const char *mode = ld->mode == MODE_CHATD ? "chatd" : "raw-openai";
 
-    printf("streamload %s %s:%d  n=%ld tokens=%ld delay=%ldms ramp=%ld/s timeout=%lds\n", mode,
-           ld->host, ld->port, ld->n, ld->tokens, ld->delay_ms, ld->ramp, ld->timeout_s);
+    if (ld->hold_s)
+        printf("streamload %s %s:%d  n=%ld hold (mock:stall=1 mock:tokens=%ld) ramp=%ld/s "
+               "timeout=%lds\n",
+               mode, ld->host, ld->port, ld->n, ld->tokens, ld->ramp, ld->timeout_s);
+    else
+        printf("streamload %s %s:%d  n=%ld tokens=%ld delay=%ldms ramp=%ld/s timeout=%lds\n", mode,
+               ld->host, ld->port, ld->n, ld->tokens, ld->delay_ms, ld->ramp, ld->timeout_s);
     if (ld->hold_s)
         printf("  %-22s %ld (got a first token: %ld, failed after it: %ld, idle for %.3f s)\n",
                "held to the end", ld->completed, ld->held, ld->dropped,
