@@ -11,7 +11,8 @@
 #    build-bench/mock-llm (--delay-ms 0) upstream; before the runs it gets
 #    one conversation of 20 messages (10 chats of `mock:tokens=20`) and, in
 #    a second conversation, one answered question whose repeat is a cache
-#    hit. Then wrk (-t2 -c64 -dDURATION, bench/wrk-summary.lua) measures,
+#    hit (each hit stores its exchange too, so every round asks it in a new
+#    conversation). Then wrk (-t2 -c64 -dDURATION, bench/wrk-summary.lua) measures,
 #    in this order, ROUNDS times over (interleaved, so that noise falls on
 #    every target alike):
 #      nginx        GET /health.json (static file)
