@@ -35,6 +35,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -578,7 +579,29 @@ void http_stream_release(struct http_stream *s)
         stream_unref(s);
 }
 
-/* Sends ": ping" on idle heartbeat streams, once a second. */
+/*
+ * True if the client of a suspended connection has closed its end, in
+ * which case the socket is shut down so that the next send fails. A
+ * suspended connection is not polled by libmicrohttpd, and the first send
+ * to a half-closed socket still succeeds, so without this a quiet stream's
+ * client would be noticed only at the second heartbeat, 30 s late.
+ */
+static bool peer_closed(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci)
+        return false;
+    char c;
+    ssize_t r = recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (r > 0 || (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)))
+        return false;
+    shutdown(ci->connect_fd, SHUT_RDWR);
+    return true;
+}
+
+/* Once a second: ": ping" on streams idle for 15 s, and at once on
+ * streams whose client has gone (so the failed send ends the request). */
 static void *ticker_main(void *arg)
 {
     static const char ping[] = ": ping\n\n";
@@ -594,7 +617,9 @@ static void *ticker_main(void *arg)
         int64_t now = time_mono_usec();
         for (struct http_stream *s = srv->beating; s; s = s->hb_next) {
             pthread_mutex_lock(&s->lock);
-            if (!s->closed && !s->ended && !s->queue.len && now - s->last_write >= HEARTBEAT_USEC &&
+            bool gone = s->suspended && s->conn && !s->closed && peer_closed(s->conn);
+            if (!s->closed && !s->ended && !s->queue.len &&
+                (gone || now - s->last_write >= HEARTBEAT_USEC) &&
                 buf_append(&s->queue, ping, sizeof ping - 1) == CHATD_OK) {
                 s->last_write = now;
                 stream_wake_locked(s);
@@ -894,7 +919,11 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     size_t n = strlen(line);
     while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         line[--n] = '\0';
-    log_warn("http: libmicrohttpd: %s", line);
+    /* A client that left mid-response is routine, not a warning. */
+    if (strstr(line, "Failed to send") || strstr(line, "no longer available"))
+        log_debug("http: libmicrohttpd: %s", line);
+    else
+        log_warn("http: libmicrohttpd: %s", line);
 }
 
 /* Raises the descriptor limit to the hard limit; returns the soft limit. */

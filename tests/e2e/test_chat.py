@@ -648,6 +648,19 @@ class ChatTests(ChatCase):
         self.assertTrue(wait_for(lambda: self.mock.stats()["active"] == 0, t(4)))
         self.assert_json(self.req("GET", "/health"), 200)
 
+    def test_disconnect_from_a_quiet_stream_is_noticed_at_once(self):
+        # The upstream sends one piece and then nothing: the suspended
+        # stream has nothing to write, yet the client's leaving must end
+        # the upstream call within seconds, not at a later heartbeat.
+        cancelled = self.mock.stats()["cancelled"]
+        sse = SSE(self.port, "quiet then leave mock:stall=1 mock:tokens=5")
+        self.assertEqual(sse.status, 200)
+        ev = sse.next_data_event()
+        self.assertEqual(ev.data, '{"content": "w1 "}')
+        sse.close()
+        self.assertTrue(wait_for(lambda: self.mock.stats()["cancelled"] > cancelled, t(4)),
+                        "upstream of a quiet stream not cancelled: %r" % self.mock.stats())
+
     def test_disconnect_during_chat(self):
         c = RawConn(self.port)
         c.send(build_request("POST", "/api/chat", {"message": "impatient mock:tokens=20 mock:delay=100"}))
