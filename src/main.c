@@ -126,7 +126,6 @@ int main(int argc, char **argv)
         .store = store,
         .cache = cache,
         .llm = llm,
-        .session_ttl = cfg.session_ttl * USEC_PER_SEC,
     };
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     struct http_options ho = {

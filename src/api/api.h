@@ -23,7 +23,6 @@ struct app {
     struct store *store;
     struct cache *cache;
     struct llm *llm;
-    int64_t session_ttl; /* usec */
 };
 
 extern const struct http_route api_routes[];

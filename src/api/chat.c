@@ -67,6 +67,7 @@ struct chat {
     char *err_msg;
     struct buf answer;           /* content so far */
     struct buf pending;          /* events formatted before the stream started */
+    struct buf event;            /* the event being formatted (reused: no malloc per token) */
     struct http_request *parked; /* the request, while parked */
     struct http_stream *stream;  /* once the stream started */
     bool final_sent;             /* `event: done` / `event: error` queued */
@@ -297,6 +298,7 @@ static void chat_unref(struct chat *c)
     http_stream_release(c->stream);
     buf_release(&c->answer);
     buf_release(&c->pending);
+    buf_release(&c->event);
     free(c->err_msg);
     free(c->question);
     pthread_mutex_destroy(&c->lock);
@@ -327,7 +329,7 @@ static void on_delta(void *arg, enum upstream_delta kind, const char *text, size
 {
     struct chat *c = arg;
     struct http_request *wake = NULL;
-    struct buf ev = BUF_INIT;
+    struct buf *ev = &c->event;
     pthread_mutex_lock(&c->lock);
     if (c->state != CHAT_RUNNING)
         goto out;
@@ -341,21 +343,21 @@ static void on_delta(void *arg, enum upstream_delta kind, const char *text, size
     }
     if (!c->streaming)
         goto out;
-    format_piece(&ev, kind, text, len);
+    buf_reset(ev);
+    format_piece(ev, kind, text, len);
     if (c->stream) {
-        enum chatd_err err = http_stream_write(c->stream, ev.ptr, ev.len);
+        enum chatd_err err = http_stream_write(c->stream, ev->ptr, ev->len);
         if (err == CHATD_ETOOBIG) {
             settle(c, CHAT_FAILED, CHATD_EUPSTREAM,
                    "the client does not read the stream fast enough");
             llm_cancel(c->call);
             http_stream_end(c->stream, false);
         }
-    } else if (buf_append(&c->pending, ev.ptr, ev.len) == CHATD_OK) {
+    } else if (buf_append(&c->pending, ev->ptr, ev->len) == CHATD_OK) {
         wake = take_parked(c); /* the first piece: start the stream */
     }
 out:
     pthread_mutex_unlock(&c->lock);
-    buf_release(&ev);
     if (wake)
         http_resume(wake);
 }
@@ -434,18 +436,17 @@ static void chat_answer(struct http_request *req, struct chat *c)
                            c->err_msg ? c->err_msg : "the model failed");
         return;
     }
-    enum chatd_err err =
-        store_exchange(app, c->conv_id, c->question, c->question_len,
-                       c->answer.ptr ? c->answer.ptr : "", c->answer.len, c->user_time);
+    enum chatd_err err = store_exchange(app, c->conv_id, c->question, c->question_len,
+                                        buf_str(&c->answer).ptr, c->answer.len, c->user_time);
     if (err) {
         api_store_error(req, err, "");
         return;
     }
     c->stored = true;
-    cache_put(app->cache, c->conv_id, c->question, c->question_len,
-              c->answer.ptr ? c->answer.ptr : "", c->answer.len, time_now_usec());
+    cache_put(app->cache, c->conv_id, c->question, c->question_len, buf_str(&c->answer).ptr,
+              c->answer.len, time_now_usec());
     struct buf b = BUF_INIT;
-    format_success(&b, c->answer.ptr ? c->answer.ptr : "", c->answer.len, c->conv_id, false);
+    format_success(&b, buf_str(&c->answer).ptr, c->answer.len, c->conv_id, false);
     http_respond_json(req, 200, &b);
 }
 
@@ -474,14 +475,14 @@ static ssize_t stream_pull(void *arg, char *out, size_t max)
         enum chatd_err err = CHATD_OK;
         if (!already)
             err = store_exchange(c->app, c->conv_id, c->question, c->question_len,
-                                 c->answer.ptr ? c->answer.ptr : "", c->answer.len, c->user_time);
+                                 buf_str(&c->answer).ptr, c->answer.len, c->user_time);
         if (state == CHAT_STOPPED)
             format_error_event(&ev, "chatd is shutting down; the answer so far was stored");
         else if (err)
             format_error_event(&ev, "database unavailable: the answer was not stored");
         else {
             cache_put(c->app->cache, c->conv_id, c->question, c->question_len,
-                      c->answer.ptr ? c->answer.ptr : "", c->answer.len, time_now_usec());
+                      buf_str(&c->answer).ptr, c->answer.len, time_now_usec());
             format_done(&ev, c->conv_id, false);
         }
     } else {
@@ -569,7 +570,7 @@ static void handle(struct http_request *req, bool streaming)
     /* The cache: same question, same conversation, within the TTL. */
     if (existing && cache_get(app->cache, conv_id, in.message.ptr, in.message.len, user_time, &b)) {
         enum chatd_err err = store_exchange(app, conv_id, in.message.ptr, in.message.len,
-                                            b.ptr ? b.ptr : "", b.len, user_time);
+                                            buf_str(&b).ptr, b.len, user_time);
         if (err) {
             api_store_error(req, err, "");
             goto out;
@@ -577,13 +578,13 @@ static void handle(struct http_request *req, bool streaming)
         struct buf body = BUF_INIT;
         if (streaming) {
             struct http_stream *s = start_stream(req, conv_id, NULL);
-            format_piece(&body, UPSTREAM_CONTENT, b.ptr ? b.ptr : "", b.len);
+            format_piece(&body, UPSTREAM_CONTENT, buf_str(&b).ptr, b.len);
             format_done(&body, conv_id, true);
             http_stream_write(s, body.ptr, body.len);
             http_stream_end(s, true);
             http_stream_release(s);
         } else {
-            format_success(&body, b.ptr ? b.ptr : "", b.len, conv_id, true);
+            format_success(&body, buf_str(&b).ptr, b.len, conv_id, true);
             http_respond_json(req, 200, &body);
         }
         buf_release(&body);

@@ -244,7 +244,7 @@ static void finish(struct llm *llm, struct llm_call *call, CURLcode result, enum
     } else if (call->kind == REPLY_ERROR || call->kind == REPLY_UNKNOWN) {
         err = CHATD_EUPSTREAM;
         buf_appendf(&msg, "upstream returned HTTP %ld: ", status);
-        upstream_error_reason(call->raw.ptr ? call->raw.ptr : "", call->raw.len, &msg);
+        upstream_error_reason(buf_str(&call->raw).ptr, call->raw.len, &msg);
     } else if (call->kind == REPLY_SSE) {
         if (!upstream_sse_done(&call->parser)) {
             err = CHATD_EUPSTREAM;
@@ -252,8 +252,8 @@ static void finish(struct llm *llm, struct llm_call *call, CURLcode result, enum
         }
     } else {
         struct buf answer = BUF_INIT, reasoning = BUF_INIT, why = BUF_INIT;
-        enum chatd_err e = upstream_decode_reply(call->raw.ptr ? call->raw.ptr : "", call->raw.len,
-                                                 &answer, &reasoning, &why);
+        enum chatd_err e = upstream_decode_reply(buf_str(&call->raw).ptr, call->raw.len, &answer,
+                                                 &reasoning, &why);
         if (e == CHATD_OK) {
             if (reasoning.len)
                 call->cb->delta(call->arg, UPSTREAM_REASONING, reasoning.ptr, reasoning.len);

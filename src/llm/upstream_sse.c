@@ -311,7 +311,7 @@ static bool decode_fast(struct upstream_sse *p, const char *d, size_t n)
 static void dispatch(struct upstream_sse *p)
 {
     if (p->has_data) {
-        const char *d = p->data.ptr ? p->data.ptr : "";
+        const char *d = buf_str(&p->data).ptr;
         size_t n = p->data.len;
         p->events++;
         if (str_eq(buf_str(&p->event), "error")) {
@@ -382,7 +382,7 @@ static void process_line(struct upstream_sse *p, const char *s, size_t n)
         if (!err)
             err = buf_append(&p->data, v, vn);
         if (err)
-            fail_too_long(p, "an event", p->data.ptr ? p->data.ptr : "", p->data.len, v, vn);
+            fail_too_long(p, "an event", buf_str(&p->data).ptr, p->data.len, v, vn);
         p->has_data = true;
     } else if (fn == 5 && memcmp(s, "event", 5) == 0) {
         buf_reset(&p->event);
@@ -409,7 +409,7 @@ enum chatd_err upstream_sse_feed(struct upstream_sse *p, const char *data, size_
         if (!eol) {
             /* an unfinished line: keep it for the next chunk */
             if (buf_append(&p->line, s, rest))
-                fail_too_long(p, "a line", p->line.ptr ? p->line.ptr : "", p->line.len, s, rest);
+                fail_too_long(p, "a line", buf_str(&p->line).ptr, p->line.len, s, rest);
             break;
         }
         size_t len = (size_t)(eol - s);
