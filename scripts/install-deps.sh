@@ -1,14 +1,21 @@
 #!/bin/sh
-# Installs every Debian package that chatd's build, tests and demo need;
-# with --bench also what the benchmarks under bench/ need (wrk, nginx as
-# the reference server, curl). Idempotent and quiet when everything is
+# Installs every Debian package that chatd's build, tests and demo need:
+# the client libraries of every backend (libpq, MariaDB Connector/C,
+# hiredis) and, for the tests, the database servers' binaries (PostgreSQL,
+# MariaDB, Redis - the tests start throwaway servers from them, never a
+# system service), Node.js/npm for the web page's libraries and Chromium
+# for the browser tests. With --bench also what the benchmarks under bench/
+# need (wrk, nginx as the reference server, curl). Idempotent and quiet when everything is
 # already present; run as root (or with sudo available).
 # Usage: scripts/install-deps.sh [--bench]
 set -eu
 
 PACKAGES="build-essential cmake pkg-config git ca-certificates
 libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev sqlite3
-libcmocka-dev python3 clang-format"
+libpq-dev libmariadb-dev libhiredis-dev
+libcmocka-dev python3 clang-format
+postgresql mariadb-server-core mariadb-client-core redis-server
+chromium"
 if [ "${1:-}" = "--bench" ]; then
     PACKAGES="$PACKAGES wrk nginx-light curl procps"
 fi
@@ -28,6 +35,6 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "install-deps: installing:$missing" >&2
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
+$SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
 # shellcheck disable=SC2086
-$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+$SUDO apt-get install -o DPkg::Lock::Timeout=600 -y -qq --no-install-recommends $missing >/dev/null
