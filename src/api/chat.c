@@ -8,21 +8,32 @@
  * connection is parked (never blocks a worker) until something happens:
  *
  *   /api/chat         the LLM thread collects the answer and resumes the
- *                     request when done; the worker stores the exchange
- *                     and answers with one JSON body.
+ *                     request when done; the worker hands the exchange to
+ *                     the store's writer and parks the request again until
+ *                     it is stored, then answers with one JSON body.
  *   /api/chat-stream  the request is resumed at the first piece of the
  *                     answer (so a failure before it is a plain HTTP
  *                     error), then becomes an SSE stream: the LLM thread
  *                     formats each piece as an event into the stream's
  *                     queue; at the end the stream's pull callback, on the
- *                     worker thread, stores the exchange and sends
- *                     `event: done` (or `event: error`).
+ *                     worker thread, hands the exchange to the writer and
+ *                     sends `event: done` (or `event: error`) once it is
+ *                     stored.
+ *
+ * A cache hit is stored too (SPEC.md), the same way: parked while the
+ * writer stores it, then answered from the cached text. Exchanges reach
+ * the database through store_append_exchange_async(), whose writer thread
+ * commits everything that finished meanwhile in one transaction (group
+ * commit); its callback resumes the parked request or wakes the stream.
  *
  * If the client goes away mid-answer, the request's done callback cancels
  * the upstream call at once and stores what was generated so far. The
- * struct chat is shared by the worker side and the LLM side, guarded by
- * its mutex and freed by whichever lets go last. Lock order: chat, then
- * stream (the stream's pull callback is called without the stream lock).
+ * struct chat is shared by the worker side, the LLM side and the writer,
+ * guarded by its mutex and freed by whichever lets go last. Lock order:
+ * chat, then stream (the stream's pull callback is called without the
+ * stream lock), chat then server (the writer resumes a parked request
+ * with the chat locked, so that the request's done callback, which takes
+ * the chat lock and forgets the parked request, cannot free it meanwhile).
  */
 #include <jansson.h>
 #include <pthread.h>
@@ -51,6 +62,12 @@ enum chat_state {
     CHAT_ABANDONED /* the client left: handled by the request's done callback */
 };
 
+enum chat_store {
+    STORE_NONE,    /* not handed to the writer */
+    STORE_PENDING, /* queued or being written */
+    STORE_DONE     /* written, or failed: see store_err */
+};
+
 struct chat {
     struct app *app;
     pthread_mutex_t lock; /* guards everything below the line */
@@ -71,7 +88,9 @@ struct chat {
     struct http_request *parked; /* the request, while parked */
     struct http_stream *stream;  /* once the stream started */
     bool final_sent;             /* `event: done` / `event: error` queued */
-    bool stored;                 /* the exchange is in the database */
+    bool cached;                 /* the answer came from the cache */
+    enum chat_store store;       /* where the exchange is on its way to the database */
+    enum chatd_err store_err;    /* its result, once STORE_DONE */
 };
 
 /* ---- the request: validation, conversation, history ---- */
@@ -210,27 +229,9 @@ static bool find_conversation(struct http_request *req, const struct chat_input 
     return true;
 }
 
-/* ---- storing ---- */
+/* ---- storing: see submit_store() below ---- */
 
-static enum chatd_err store_exchange(struct app *app, const char *conv_id, const char *q,
-                                     size_t qlen, const char *a, size_t alen, int64_t user_time)
-{
-    int64_t now = time_now_usec();
-    struct store_exchange x = {
-        .conversation_id = conv_id,
-        .question = q,
-        .question_len = qlen,
-        .answer = a,
-        .answer_len = alen,
-        .user_time = user_time,
-        .answer_time = now > user_time ? now : user_time + 1,
-    };
-    enum chatd_err err = store_append_exchange(app->store, &x);
-    if (err)
-        log_error("chat: cannot store the exchange of conversation %s: %s", conv_id,
-                  chatd_strerror(err));
-    return err;
-}
+static void chat_unref(struct chat *c);
 
 /* ---- formatting ---- */
 
@@ -316,6 +317,60 @@ static void settle(struct chat *c, enum chat_state state, enum chatd_err err, co
         c->err_msg = xstrdup(msg);
 }
 
+/* Writer thread: the exchange is stored (or not). Resumes the parked
+ * request with the chat locked (see the lock order at the top). */
+static void on_stored(void *arg, enum chatd_err err)
+{
+    struct chat *c = arg;
+    if (err)
+        log_error("chat: cannot store the exchange of conversation %s: %s", c->conv_id,
+                  chatd_strerror(err));
+    pthread_mutex_lock(&c->lock);
+    c->store = STORE_DONE;
+    c->store_err = err;
+    if (c->parked) {
+        http_resume(c->parked);
+        c->parked = NULL;
+    }
+    if (c->stream)
+        http_stream_wake(c->stream);
+    pthread_mutex_unlock(&c->lock);
+    chat_unref(c);
+}
+
+/* Hands the exchange (the answer as it is now: the caller has seen a final
+ * state, so it no longer changes) to the store's writer, once. If req is
+ * given it is parked until on_stored() and resumed into `resumed`.
+ * Returns false if it was handed over before. */
+static bool submit_store(struct chat *c, struct http_request *req, http_handler_fn resumed)
+{
+    pthread_mutex_lock(&c->lock);
+    if (c->store != STORE_NONE) {
+        pthread_mutex_unlock(&c->lock);
+        return false;
+    }
+    c->store = STORE_PENDING;
+    c->refs++; /* the writer's */
+    if (req) {
+        c->parked = req;
+        http_defer(req, resumed);
+    }
+    pthread_mutex_unlock(&c->lock);
+
+    int64_t now = time_now_usec();
+    struct store_exchange x = {
+        .conversation_id = c->conv_id,
+        .question = c->question,
+        .question_len = c->question_len,
+        .answer = buf_str(&c->answer).ptr,
+        .answer_len = c->answer.len,
+        .user_time = c->user_time,
+        .answer_time = now > c->user_time ? now : c->user_time + 1,
+    };
+    store_append_exchange_async(c->app->store, &x, on_stored, c);
+    return true;
+}
+
 /* Takes the parked request, if any, for resuming after the lock is let go. */
 static struct http_request *take_parked(struct chat *c)
 {
@@ -392,31 +447,29 @@ static void on_request_done(void *arg, bool ok)
     bool store_partial = false, cancel = false;
     (void)ok;
     pthread_mutex_lock(&c->lock);
+    c->parked = NULL; /* the request is going: nobody may resume it now */
     if (c->state == CHAT_RUNNING) {
         /* The client left mid-answer: stop the upstream, keep what came. */
         c->state = CHAT_ABANDONED;
         cancel = true;
         store_partial = c->answer.len > 0;
-    } else if ((c->state == CHAT_DONE || c->state == CHAT_STOPPED) && c->streaming && !c->stored &&
+    } else if ((c->state == CHAT_DONE || c->state == CHAT_STOPPED) && c->streaming &&
                c->answer.len > 0) {
         store_partial = true; /* it ended just as the client left */
     }
-    if (store_partial)
-        c->stored = true;
     pthread_mutex_unlock(&c->lock);
     if (cancel)
         llm_cancel(c->call);
-    if (store_partial) {
-        /* The state is final: nobody writes the answer any more. */
-        store_exchange(c->app, c->conv_id, c->question, c->question_len, c->answer.ptr,
-                       c->answer.len, c->user_time);
-        log_info("chat: client left conversation %s mid-answer; stored %zu bytes of it", c->conv_id,
-                 c->answer.len);
-    }
+    /* The state is final: nobody writes the answer any more. */
+    if (store_partial && submit_store(c, NULL, NULL))
+        log_info("chat: client left conversation %s mid-answer; storing %zu bytes of it",
+                 c->conv_id, c->answer.len);
     chat_unref(c);
 }
 
 /* ---- /api/chat ---- */
+
+static void chat_request_resumed(struct http_request *req);
 
 /* Stores, caches and answers a finished /api/chat exchange. */
 static void chat_answer(struct http_request *req, struct chat *c)
@@ -424,6 +477,9 @@ static void chat_answer(struct http_request *req, struct chat *c)
     struct app *app = c->app;
     pthread_mutex_lock(&c->lock);
     enum chat_state state = c->state;
+    enum chat_store stored = c->store;
+    enum chatd_err store_err = c->store_err;
+    c->parked = NULL; /* resumed: by its waker, or by the server stopping */
     pthread_mutex_unlock(&c->lock);
     if (state == CHAT_RUNNING) {
         /* Resumed without an answer: the server is stopping. */
@@ -436,17 +492,24 @@ static void chat_answer(struct http_request *req, struct chat *c)
                            c->err_msg ? c->err_msg : "the model failed");
         return;
     }
-    enum chatd_err err = store_exchange(app, c->conv_id, c->question, c->question_len,
-                                        buf_str(&c->answer).ptr, c->answer.len, c->user_time);
-    if (err) {
-        api_store_error(req, err, "");
+    if (stored == STORE_NONE) {
+        submit_store(c, req, chat_request_resumed);
         return;
     }
-    c->stored = true;
-    cache_put(app->cache, c->conv_id, c->question, c->question_len, buf_str(&c->answer).ptr,
-              c->answer.len, time_now_usec());
+    if (stored == STORE_PENDING) {
+        /* Resumed before the writer was done: the server is stopping. */
+        http_respond_error(req, CHATD_EDB, "chatd is shutting down");
+        return;
+    }
+    if (store_err) {
+        api_store_error(req, store_err, "");
+        return;
+    }
+    if (!c->cached)
+        cache_put(app->cache, c->conv_id, c->question, c->question_len, buf_str(&c->answer).ptr,
+                  c->answer.len, time_now_usec());
     struct buf b = BUF_INIT;
-    format_success(&b, buf_str(&c->answer).ptr, c->answer.len, c->conv_id, false);
+    format_success(&b, buf_str(&c->answer).ptr, c->answer.len, c->conv_id, c->cached);
     http_respond_json(req, 200, &b);
 }
 
@@ -468,14 +531,14 @@ static ssize_t stream_pull(void *arg, char *out, size_t max)
 
     /* The state is final: the answer no longer changes. */
     if (state == CHAT_DONE || (state == CHAT_STOPPED && c->answer.len > 0)) {
+        if (submit_store(c, NULL, NULL))
+            return 0; /* on_stored() wakes the stream */
         pthread_mutex_lock(&c->lock);
-        bool already = c->stored;
-        c->stored = true;
+        enum chat_store stored = c->store;
+        enum chatd_err err = c->store_err;
         pthread_mutex_unlock(&c->lock);
-        enum chatd_err err = CHATD_OK;
-        if (!already)
-            err = store_exchange(c->app, c->conv_id, c->question, c->question_len,
-                                 buf_str(&c->answer).ptr, c->answer.len, c->user_time);
+        if (stored != STORE_DONE)
+            return 0;
         if (state == CHAT_STOPPED)
             format_error_event(&ev, "chatd is shutting down; the answer so far was stored");
         else if (err)
@@ -546,7 +609,35 @@ static void stream_resumed(struct http_request *req)
     start_stream(req, c->conv_id, c);
 }
 
-/* Worker thread: the /api/chat answer is complete (or failed). */
+/* Worker thread: a cached answer to /api/chat-stream is stored (or the
+ * server is stopping). The whole answer goes out as one piece. */
+static void cached_stream_resumed(struct http_request *req)
+{
+    struct chat *c = http_data(req);
+    pthread_mutex_lock(&c->lock);
+    enum chat_store stored = c->store;
+    enum chatd_err err = c->store_err;
+    c->parked = NULL;
+    pthread_mutex_unlock(&c->lock);
+    if (stored != STORE_DONE) {
+        http_respond_error(req, CHATD_EDB, "chatd is shutting down");
+        return;
+    }
+    if (err) {
+        api_store_error(req, err, "");
+        return;
+    }
+    struct buf body = BUF_INIT;
+    struct http_stream *s = start_stream(req, c->conv_id, NULL);
+    format_piece(&body, UPSTREAM_CONTENT, buf_str(&c->answer).ptr, c->answer.len);
+    format_done(&body, c->conv_id, true);
+    http_stream_write(s, body.ptr, body.len);
+    http_stream_end(s, true);
+    http_stream_release(s);
+    buf_release(&body);
+}
+
+/* Worker thread: the /api/chat answer is complete (or failed), or stored. */
 static void chat_request_resumed(struct http_request *req)
 {
     chat_answer(req, http_data(req));
@@ -567,27 +658,18 @@ static void handle(struct http_request *req, bool streaming)
     if (!read_input(req, &in) || !find_conversation(req, &in, conv_id, &existing))
         goto out;
 
-    /* The cache: same question, same conversation, within the TTL. */
+    /* The cache: same question, same conversation, within the TTL. The
+     * exchange is stored like any other before the answer goes out. */
     if (existing && cache_get(app->cache, conv_id, in.message.ptr, in.message.len, user_time, &b)) {
-        enum chatd_err err = store_exchange(app, conv_id, in.message.ptr, in.message.len,
-                                            buf_str(&b).ptr, b.len, user_time);
-        if (err) {
-            api_store_error(req, err, "");
-            goto out;
-        }
-        struct buf body = BUF_INIT;
-        if (streaming) {
-            struct http_stream *s = start_stream(req, conv_id, NULL);
-            format_piece(&body, UPSTREAM_CONTENT, buf_str(&b).ptr, b.len);
-            format_done(&body, conv_id, true);
-            http_stream_write(s, body.ptr, body.len);
-            http_stream_end(s, true);
-            http_stream_release(s);
-        } else {
-            format_success(&body, buf_str(&b).ptr, b.len, conv_id, true);
-            http_respond_json(req, 200, &body);
-        }
-        buf_release(&body);
+        struct chat *c = chat_new(app, streaming, conv_id, in.message, user_time);
+        c->refs = 1; /* no LLM side */
+        c->state = CHAT_DONE;
+        c->cached = true;
+        buf_release(&c->answer);
+        c->answer = b;
+        b = (struct buf)BUF_INIT;
+        http_set_data(req, c, on_request_done);
+        submit_store(c, req, streaming ? cached_stream_resumed : chat_request_resumed);
         goto out;
     }
 

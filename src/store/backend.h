@@ -30,6 +30,11 @@ struct store_ops {
     enum chatd_err (*history_tail)(void *be, const char *id, size_t n, store_message_fn fn,
                                    void *arg);
     enum chatd_err (*append_exchange)(void *be, const struct store_exchange *x);
+    /* Optional (NULL: append_exchange one at a time): stores n exchanges,
+     * each all or nothing, in as few transactions as the backend can,
+     * setting errs[i] to each one's result. For the writer thread. */
+    void (*append_exchanges)(void *be, const struct store_exchange *xs, size_t n,
+                             enum chatd_err *errs);
     enum chatd_err (*delete_conversation)(void *be, const char *id, int64_t now);
     enum chatd_err (*messages_after)(void *be, const char *id, int64_t after_id, size_t limit,
                                      store_message_fn fn, void *arg, size_t *count);

@@ -777,39 +777,68 @@ static enum chatd_err insert_message(struct conn *c, const char *conv, const cha
     return err;
 }
 
+/* The statements of one exchange, inside a transaction the caller owns. */
+static enum chatd_err write_exchange(struct conn *c, const struct store_exchange *x)
+{
+    sqlite3_stmt *st = take(c, ST_UPSERT_CONV);
+    enum chatd_err err = CHATD_OK;
+    if (!st)
+        return CHATD_EINTERNAL;
+    if (bind_str(st, 1, x->conversation_id) || bind_time(st, 2, x->user_time) ||
+        bind_time(st, 3, x->answer_time) || sqlite3_step(st) != SQLITE_DONE)
+        err = fail(c, "store conversation");
+    give(c, ST_UPSERT_CONV);
+    if (err)
+        return err;
+    err = insert_message(c, x->conversation_id, "user", x->question, x->question_len, x->user_time);
+    if (err)
+        return err;
+    return insert_message(c, x->conversation_id, "assistant", x->answer, x->answer_len,
+                          x->answer_time);
+}
+
 static enum chatd_err sq_append_exchange(void *be, const struct store_exchange *x)
 {
     struct sq *s = be;
     struct conn *c;
-    sqlite3_stmt *st;
     enum chatd_err err;
 
     if ((err = conn_get(s, &c, NULL, 0)))
         return err;
     if ((err = begin(c, "store exchange")))
         return err;
-    if (!(st = take(c, ST_UPSERT_CONV))) {
-        err = CHATD_EINTERNAL;
-        goto out;
-    }
-    if (bind_str(st, 1, x->conversation_id) || bind_time(st, 2, x->user_time) ||
-        bind_time(st, 3, x->answer_time) || sqlite3_step(st) != SQLITE_DONE)
-        err = fail(c, "store conversation");
-    give(c, ST_UPSERT_CONV);
-    if (err)
-        goto out;
-    err = insert_message(c, x->conversation_id, "user", x->question, x->question_len, x->user_time);
-    if (err)
-        goto out;
-    err = insert_message(c, x->conversation_id, "assistant", x->answer, x->answer_len,
-                         x->answer_time);
-    if (err)
-        goto out;
-    err = commit(c, "commit exchange");
-out:
+    err = write_exchange(c, x);
+    if (!err)
+        err = commit(c, "commit exchange");
     if (err)
         rollback(c);
     return err;
+}
+
+/* Group commit: all n in one transaction. If anything fails the whole
+ * batch is rolled back and each exchange tried alone, so one bad exchange
+ * costs only itself and every result is exact. */
+static void sq_append_exchanges(void *be, const struct store_exchange *xs, size_t n,
+                                enum chatd_err *errs)
+{
+    struct sq *s = be;
+    struct conn *c;
+    enum chatd_err err = CHATD_OK;
+
+    if (n > 1 && !(err = conn_get(s, &c, NULL, 0)) && !(err = begin(c, "store exchanges"))) {
+        for (size_t i = 0; i < n && !err; i++)
+            err = write_exchange(c, &xs[i]);
+        if (!err)
+            err = commit(c, "commit exchanges");
+        if (!err) {
+            for (size_t i = 0; i < n; i++)
+                errs[i] = CHATD_OK;
+            return;
+        }
+        rollback(c);
+    }
+    for (size_t i = 0; i < n; i++)
+        errs[i] = sq_append_exchange(be, &xs[i]);
 }
 
 static enum chatd_err sq_delete_conversation(void *be, const char *id, int64_t now)
@@ -1054,6 +1083,7 @@ const struct store_ops store_sqlite_ops = {
     .conversation_get = sq_conversation_get,
     .history_tail = sq_history_tail,
     .append_exchange = sq_append_exchange,
+    .append_exchanges = sq_append_exchanges,
     .delete_conversation = sq_delete_conversation,
     .messages_after = sq_messages_after,
     .conversations_after = sq_conversations_after,

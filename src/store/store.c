@@ -9,10 +9,19 @@
  * #ifdef; this table is the one place that knows which backends exist.
  * Nothing here logs: a bad URL is reported through `why` to main(), which
  * prints it and exits, and backends log their own native errors.
+ *
+ * The writer (group commit): store_append_exchange_async() queues a copy
+ * of the exchange; one thread per store takes whatever has gathered -
+ * the queue fills while the previous batch commits, so no timer is needed
+ * and a lone exchange waits for nothing - and hands it to the backend's
+ * append_exchanges in one call. Under load a commit (the WAL append, the
+ * page writes, the fsync) is paid once per batch instead of once per
+ * exchange; idle, the cost is one thread hand-off.
  */
 #include "store/store.h"
 
 #include <assert.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,9 +30,28 @@
 #include "core/alloc.h"
 #include "store/backend.h"
 
+#define WRITE_BATCH_MAX 256 /* exchanges handed to the backend at once */
+
+/* One queued exchange, with copies of its strings after it. */
+struct pending {
+    struct pending *next;
+    struct store_exchange x; /* points into data */
+    store_written_fn done;
+    void *arg;
+    char data[];
+};
+
 struct store {
     const struct store_ops *ops; /* the backend's table */
     void *be;                    /* the backend's object, owned */
+
+    pthread_t writer;
+    bool writer_started;
+    pthread_mutex_t lock;  /* guards the queue and stopping */
+    pthread_cond_t cond;   /* signalled when the queue fills or on stop */
+    struct pending *head;  /* queue, oldest first */
+    struct pending **tail; /* where the next one goes */
+    bool stopping;
 };
 
 struct scheme {
@@ -60,6 +88,82 @@ static size_t scheme_len(const char *url)
             (url[n] >= '0' && url[n] <= '9') || url[n] == '+' || url[n] == '.' || url[n] == '-'))
         n++;
     return url[n] == ':' ? n : 0;
+}
+
+/* Writes one batch (at most WRITE_BATCH_MAX) and calls its callbacks. */
+static void write_batch(struct store *st, struct pending *const *batch, size_t n)
+{
+    struct store_exchange xs[WRITE_BATCH_MAX];
+    enum chatd_err errs[WRITE_BATCH_MAX];
+    for (size_t i = 0; i < n; i++)
+        xs[i] = batch[i]->x;
+    if (st->ops->append_exchanges) {
+        st->ops->append_exchanges(st->be, xs, n, errs);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            errs[i] = st->ops->append_exchange(st->be, &xs[i]);
+    }
+    for (size_t i = 0; i < n; i++)
+        batch[i]->done(batch[i]->arg, errs[i]);
+}
+
+static void *writer_main(void *arg)
+{
+    struct store *st = arg;
+    struct pending *batch[WRITE_BATCH_MAX];
+
+    pthread_mutex_lock(&st->lock);
+    for (;;) {
+        while (!st->head && !st->stopping)
+            pthread_cond_wait(&st->cond, &st->lock);
+        if (!st->head)
+            break; /* stopping, and everything is written */
+        size_t n = 0;
+        while (st->head && n < WRITE_BATCH_MAX) {
+            batch[n++] = st->head;
+            st->head = st->head->next;
+        }
+        if (!st->head)
+            st->tail = &st->head;
+        pthread_mutex_unlock(&st->lock);
+        write_batch(st, batch, n);
+        for (size_t i = 0; i < n; i++)
+            free(batch[i]);
+        pthread_mutex_lock(&st->lock);
+    }
+    pthread_mutex_unlock(&st->lock);
+    return NULL;
+}
+
+void store_append_exchange_async(struct store *st, const struct store_exchange *x,
+                                 store_written_fn done, void *arg)
+{
+    assert(x && x->conversation_id && (x->question || !x->question_len) &&
+           (x->answer || !x->answer_len) && done);
+    size_t idlen = strlen(x->conversation_id) + 1;
+    struct pending *p = xmalloc(sizeof *p + idlen + x->question_len + x->answer_len);
+    char *q = p->data + idlen, *a = q + x->question_len;
+    memcpy(p->data, x->conversation_id, idlen);
+    if (x->question_len)
+        memcpy(q, x->question, x->question_len);
+    if (x->answer_len)
+        memcpy(a, x->answer, x->answer_len);
+    p->next = NULL;
+    p->x = *x;
+    p->x.conversation_id = p->data;
+    p->x.question = q;
+    p->x.answer = a;
+    p->done = done;
+    p->arg = arg;
+
+    pthread_mutex_lock(&st->lock);
+    assert(!st->stopping);
+    bool was_empty = !st->head;
+    *st->tail = p;
+    st->tail = &p->next;
+    if (was_empty)
+        pthread_cond_signal(&st->cond);
+    pthread_mutex_unlock(&st->lock);
 }
 
 enum chatd_err store_open(const char *url, const struct store_options *opt, struct store **out,
@@ -105,9 +209,20 @@ enum chatd_err store_open(const char *url, const struct store_options *opt, stru
     err = sc->ops->open(url + sc->skip, opt, &be, why, why_len);
     if (err)
         goto out;
-    struct store *st = xmalloc(sizeof *st);
+    struct store *st = xcalloc(1, sizeof *st);
     st->ops = sc->ops;
     st->be = be;
+    pthread_mutex_init(&st->lock, NULL);
+    pthread_cond_init(&st->cond, NULL);
+    st->tail = &st->head;
+    if (pthread_create(&st->writer, NULL, writer_main, st) != 0) {
+        store_set_why(why, why_len, "cannot start the store's writer thread");
+        store_free(st);
+        err = CHATD_EINTERNAL;
+        goto out;
+    }
+    pthread_setname_np(st->writer, "chatd-write");
+    st->writer_started = true;
     *out = st;
 out:
     return err;
@@ -117,6 +232,15 @@ void store_free(struct store *st)
 {
     if (!st)
         return;
+    if (st->writer_started) {
+        pthread_mutex_lock(&st->lock);
+        st->stopping = true;
+        pthread_cond_signal(&st->cond);
+        pthread_mutex_unlock(&st->lock);
+        pthread_join(st->writer, NULL); /* after it wrote what was queued */
+    }
+    pthread_cond_destroy(&st->cond);
+    pthread_mutex_destroy(&st->lock);
     st->ops->close(st->be);
     free(st);
 }

@@ -103,6 +103,23 @@ enum chatd_err store_history_tail(struct store *st, const char *id, size_t n, st
 /* Stores both messages and moves last_active, atomically. */
 enum chatd_err store_append_exchange(struct store *st, const struct store_exchange *x);
 
+/* Called on the store's writer thread when an exchange handed to
+ * store_append_exchange_async() has been stored (CHATD_OK) or not. */
+typedef void (*store_written_fn)(void *arg, enum chatd_err err);
+
+/*
+ * Group commit: queues a copy of x for the store's writer thread and
+ * returns at once. The writer stores everything queued while it was busy
+ * in one transaction where the backend can (each exchange still all or
+ * nothing: a failing batch is retried one exchange at a time), then calls
+ * done(arg, err) for each, in queue order, on the writer thread. One
+ * commit then pays for many exchanges that finish together, and no
+ * worker thread waits on the database. Everything queued is written and
+ * its done called before store_free() returns.
+ */
+void store_append_exchange_async(struct store *st, const struct store_exchange *x,
+                                 store_written_fn done, void *arg);
+
 /* Deletes a live conversation and its messages. CHATD_ENOTFOUND if there is
  * no such live conversation. */
 enum chatd_err store_delete_conversation(struct store *st, const char *id, int64_t now);

@@ -1008,6 +1008,111 @@ static void test_free_closes_connections_of_live_threads(void **state)
     assert_int_equal(n, 1);
 }
 
+/* ---- the writer: store_append_exchange_async ---- */
+
+#define ASYNC_THREADS 4
+#define ASYNC_EACH    300
+
+struct async_slot {
+    int calls;
+    enum chatd_err err;
+};
+
+struct async_worker {
+    struct store *st;
+    char own[UUID_STR_LEN + 1];
+    struct async_slot slot[ASYNC_EACH];
+};
+
+static void async_done(void *arg, enum chatd_err err)
+{
+    struct async_slot *s = arg;
+    s->calls++; /* each slot is touched by the writer thread only */
+    s->err = err;
+}
+
+static void *async_main(void *p)
+{
+    struct async_worker *w = p;
+    for (int i = 0; i < ASYNC_EACH; i++) {
+        char q[32];
+        snprintf(q, sizeof q, "q%d", i);
+        const char *a = i % 50 == 7 ? "FAIL" : q; /* refused by the test's trigger */
+        struct store_exchange x = {.conversation_id = w->own,
+                                   .question = q,
+                                   .question_len = strlen(q),
+                                   .answer = a,
+                                   .answer_len = strlen(a),
+                                   .user_time = T0 + i,
+                                   .answer_time = T0 + i + 1};
+        store_append_exchange_async(w->st, &x, async_done, &w->slot[i]);
+    }
+    return NULL;
+}
+
+static int check_async_row(void *arg, const struct store_message *m)
+{
+    int *next = arg; /* the number the next question must carry */
+    char want[32];
+    int n = *next / 2;
+    while (n % 50 == 7)
+        n++, *next += 2;
+    snprintf(want, sizeof want, "q%d", n);
+    assert_int_equal(m->content_len, strlen(want));
+    assert_memory_equal(m->content, want, m->content_len);
+    assert_string_equal(m->role, *next % 2 ? "assistant" : "user");
+    (*next)++;
+    return 0;
+}
+
+/* Exchanges queued from several threads are all written, in each thread's
+ * order, each callback runs once, a refused exchange fails alone (the
+ * batch it was in is retried one by one), and store_free() writes what is
+ * still queued before it returns. */
+static void test_async_group_commit(void **state)
+{
+    struct fx *f = *state;
+    struct async_worker *w = calloc(ASYNC_THREADS, sizeof *w);
+    pthread_t t[ASYNC_THREADS];
+    assert_non_null(w);
+    sqlite3 *db = raw_open(f->path);
+    raw_exec(db, "CREATE TRIGGER refuse BEFORE INSERT ON messages WHEN NEW.content = 'FAIL'"
+                 " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END");
+    sqlite3_close(db);
+    for (int i = 0; i < ASYNC_THREADS; i++) {
+        w[i].st = f->st;
+        new_id(w[i].own);
+        assert_int_equal(pthread_create(&t[i], NULL, async_main, &w[i]), 0);
+    }
+    for (int i = 0; i < ASYNC_THREADS; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+    store_free(f->st); /* drains the queue */
+    f->st = NULL;
+
+    int refused = 0;
+    for (int i = 0; i < ASYNC_THREADS; i++) {
+        for (int j = 0; j < ASYNC_EACH; j++) {
+            assert_int_equal(w[i].slot[j].calls, 1);
+            assert_int_equal(w[i].slot[j].err, j % 50 == 7 ? CHATD_EDB : CHATD_OK);
+            refused += j % 50 == 7;
+        }
+    }
+    assert_int_equal(refused, ASYNC_THREADS * (ASYNC_EACH / 50));
+
+    f->st = open_store(f->url, TTL);
+    for (int i = 0; i < ASYNC_THREADS; i++) {
+        struct store_conversation c;
+        int next = 0;
+        size_t got;
+        assert_int_equal(store_conversation_get(f->st, w[i].own, T0, true, &c), CHATD_OK);
+        assert_int_equal(c.message_count, 2 * (ASYNC_EACH - ASYNC_EACH / 50));
+        assert_int_equal(
+            store_messages_after(f->st, w[i].own, 0, 1000, check_async_row, &next, &got), CHATD_OK);
+        assert_int_equal(got, 2 * (ASYNC_EACH - ASYNC_EACH / 50));
+    }
+    free(w);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -1033,6 +1138,7 @@ int main(void)
         T(test_callbacks_may_nest_other_calls),
         T(test_threads_append_concurrently),
         T(test_free_closes_connections_of_live_threads),
+        T(test_async_group_commit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
