@@ -47,9 +47,9 @@
  *     sets it). A NULL message timestamp reads as created_at.
  *   - content TEXT (65,535 bytes): a message or answer that does not fit
  *     is refused (CHATD_ETOOBIG, nothing stored), never truncated.
- * Content is stored as text: NUL bytes are kept, but bytes that are not
- * valid UTF-8 are stored as U+FFFD, one per byte - the same text every
- * chatd output (JSON, CSV) shows for them anyway.
+ * Content is stored as utf8mb4 text under store.h's rule for text-only
+ * backends: each NUL and each byte that is not part of valid UTF-8 is
+ * stored as U+FFFD (chatd's JSON and CSV show invalid bytes so anyway).
  */
 #include <assert.h>
 #include <errmsg.h>
@@ -119,10 +119,11 @@ static const struct {
 #define LAST_ACTIVE(c)                                                                             \
     "COALESCE(" c ".last_active, (SELECT MAX(m9.timestamp) FROM messages m9"                       \
     " WHERE m9.conversation_id = " c ".id), " c ".created_at)"
-/* The same test "last activity < ?" written so that the index on
- * last_active serves the common case (two parameters, both the cutoff). */
+/* The test "last activity < ?" written so that the index on last_active
+ * serves the common case. Three parameters: 1 if the cutoff is past every
+ * time DATETIME holds (everything expired), then the cutoff twice. */
 #define EXPIRED(c)                                                                                 \
-    "(" c ".last_active < ? OR (" c ".last_active IS NULL AND " LAST_ACTIVE(c) " < ?))"
+    "(? OR " c ".last_active < ? OR (" c ".last_active IS NULL AND " LAST_ACTIVE(c) " < ?))"
 #define MSG_TIME                                                                                   \
     "COALESCE(m.timestamp, (SELECT c8.created_at FROM conversations c8"                            \
     " WHERE c8.id = m.conversation_id))"
@@ -151,9 +152,9 @@ enum stmt {
  * schemas created without the foreign key. */
 static const char *const stmt_sql[ST_COUNT_] = {
     [ST_PING] = "SELECT COUNT(*) FROM (SELECT 1 FROM conversations LIMIT 1) t",
-    [ST_CONV_GET] = "SELECT c.created_at, " LAST_ACTIVE("c") ", -1 FROM conversations c"
-                                                             " WHERE c.id = ? AND " LAST_ACTIVE(
-                                                                 "c") " >= ?",
+    [ST_CONV_GET] =
+        "SELECT c.created_at, " LAST_ACTIVE("c") ", -1 FROM conversations c"
+                                                 " WHERE c.id = ? AND " LAST_ACTIVE("c") " >= ?",
     [ST_CONV_GET_COUNT] = "SELECT c.created_at, " LAST_ACTIVE(
         "c") ", (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id)"
              " FROM conversations c WHERE c.id = ? AND " LAST_ACTIVE("c") " >= ?",
@@ -165,26 +166,24 @@ static const char *const stmt_sql[ST_COUNT_] = {
                        " ON DUPLICATE KEY UPDATE last_active = ?",
     [ST_INSERT_MSG] = "INSERT INTO messages (conversation_id, role, content, timestamp)"
                       " VALUES (?, ?, ?, ?)",
-    [ST_DELETE_LIVE_CONV] = "DELETE FROM conversations WHERE id = ? AND " LAST_ACTIVE(
-        "conversations") " >= ?",
+    [ST_DELETE_LIVE_CONV] =
+        "DELETE FROM conversations WHERE id = ? AND " LAST_ACTIVE("conversations") " >= ?",
     [ST_DELETE_MSGS] = "DELETE FROM messages WHERE conversation_id = ?",
     [ST_MESSAGES_AFTER] = "SELECT m.id, m.role, m.content, " MSG_TIME " FROM messages m"
                           " WHERE m.conversation_id = ? AND m.id > ? ORDER BY m.id LIMIT ?",
-    [ST_CONVS_AFTER] =
-        "SELECT c.id, c.created_at, " LAST_ACTIVE(
-            "c") ", (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id)"
-                 " FROM conversations c"
-                 " WHERE (c.created_at > ? OR (c.created_at = ? AND c.id > ?))"
-                 " AND c.created_at >= ? AND c.created_at < ? AND " LAST_ACTIVE(
-                     "c") " >= ? AND LENGTH(c.id) <= 36"
-                          " ORDER BY c.created_at, c.id LIMIT ?",
+    [ST_CONVS_AFTER] = "SELECT c.id, c.created_at, " LAST_ACTIVE(
+        "c") ", (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id)"
+             " FROM conversations c"
+             " WHERE (c.created_at > ? OR (c.created_at = ? AND c.id > ?))"
+             " AND c.created_at >= ? AND (c.created_at < ? OR ?) AND " LAST_ACTIVE(
+                 "c") " >= ? AND LENGTH(c.id) <= 36"
+                      " ORDER BY c.created_at, c.id LIMIT ?",
     [ST_COUNT_CONVS] = "SELECT COUNT(*) FROM conversations c"
-                       " WHERE c.created_at >= ? AND c.created_at < ? AND " LAST_ACTIVE(
+                       " WHERE c.created_at >= ? AND (c.created_at < ? OR ?) AND " LAST_ACTIVE(
                            "c") " >= ? AND LENGTH(c.id) <= 36",
     [ST_COUNT_ACTIVE] = "SELECT COUNT(*) FROM conversations c WHERE NOT " EXPIRED("c"),
     [ST_SWEEP_SELECT] = "SELECT c.id FROM conversations c WHERE " EXPIRED("c") " LIMIT ?",
-    [ST_SWEEP_DELETE_CONV] = "DELETE FROM conversations WHERE id = ? AND " EXPIRED(
-        "conversations"),
+    [ST_SWEEP_DELETE_CONV] = "DELETE FROM conversations WHERE id = ? AND " EXPIRED("conversations"),
 };
 
 /* Bound parameters of one execution; the binds point into the arrays. */
@@ -324,8 +323,7 @@ static bool from_mysql_time(const MYSQL_TIME *t, int64_t *out)
         return false;
     int64_t days = days_from_civil(t->year, (int)t->month, (int)t->day);
     *out = days * USEC_PER_DAY +
-           ((int64_t)t->hour * 3600 + (int64_t)t->minute * 60 + (int64_t)t->second) *
-               USEC_PER_SEC +
+           ((int64_t)t->hour * 3600 + (int64_t)t->minute * 60 + (int64_t)t->second) * USEC_PER_SEC +
            (int64_t)t->second_part;
     return true;
 }
@@ -337,6 +335,13 @@ static int64_t cutoff(const struct my *s, int64_t now)
     if (__builtin_sub_overflow(now, s->ttl, &c))
         c = s->ttl > 0 ? INT64_MIN : INT64_MAX;
     return c;
+}
+
+/* A cutoff past every time DATETIME holds: nothing is live any more (the
+ * bound itself cannot be bound, so queries are told so apart). */
+static bool all_expired(int64_t cut)
+{
+    return cut > TIME_MAX;
 }
 
 /* ---- parameters ---- */
@@ -447,7 +452,8 @@ static bool conn_connect(struct conn *c, char *why, size_t why_len)
     mysql_options(c->db, MYSQL_OPT_RECONNECT, &off);
     mysql_options(c->db, MYSQL_SET_CHARSET_NAME, "utf8mb4");
     mysql_options(c->db, MYSQL_INIT_COMMAND, init);
-    mysql_options(c->db, MYSQL_INIT_COMMAND, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED");
+    mysql_options(c->db, MYSQL_INIT_COMMAND,
+                  "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED");
     if (!mysql_real_connect(c->db, s->host, s->user, s->password, s->dbname, s->port, NULL, 0)) {
         store_set_why(why, why_len, "cannot connect to %s: %s", s->shown, mysql_error(c->db));
         mysql_close(c->db);
@@ -681,8 +687,7 @@ static enum chatd_err execute(struct conn *c, enum stmt i, MYSQL_STMT *st, struc
 
 /* The next buffered row: 1 if there is one, 0 at the end or on failure
  * (*err set). Text longer than its buffer is fetched again whole. */
-static int fetch(struct conn *c, enum stmt i, MYSQL_STMT *st, const char *what,
-                 enum chatd_err *err)
+static int fetch(struct conn *c, enum stmt i, MYSQL_STMT *st, const char *what, enum chatd_err *err)
 {
     struct row *r = &c->row[i];
     int rc = mysql_stmt_fetch(st);
@@ -806,11 +811,13 @@ static void rollback(struct conn *c)
 
 /* ---- content ---- */
 
-/* p[0..n) as the server will store it: unchanged if it is valid UTF-8,
- * else a copy in tmp with each invalid byte replaced by U+FFFD. */
+/* p[0..n) as the column can hold it (store.h "Content"): unchanged if it is
+ * valid UTF-8 without NUL, else a copy in tmp with each NUL and each byte
+ * that is not part of valid UTF-8 replaced by U+FFFD. (MySQL could keep a
+ * NUL; PostgreSQL cannot, and both follow the one rule of store.h.) */
 static void clean_text(const char **p, size_t *n, struct buf *tmp)
 {
-    if (utf8_valid(*p, *n))
+    if (!memchr(*p, '\0', *n) && utf8_valid(*p, *n))
         return;
     const char *s = *p;
     size_t left = *n;
@@ -818,6 +825,9 @@ static void clean_text(const char **p, size_t *n, struct buf *tmp)
     while (left) {
         bool complete;
         size_t ok = utf8_valid_prefix(s, left, &complete);
+        const char *nul = memchr(s, '\0', ok);
+        if (nul)
+            ok = (size_t)(nul - s);
         (void)buf_append(tmp, s, ok);
         s += ok;
         left -= ok;
@@ -1086,8 +1096,8 @@ static enum chatd_err my_open(const char *target, const struct store_options *op
         }
     }
     if (!read_content_max(c->db, &s->content_max)) {
-        store_set_why(why, why_len, "cannot read the type of messages.content in %s: %s",
-                      s->shown, mysql_errno(c->db) ? mysql_error(c->db) : "no such column");
+        store_set_why(why, why_len, "cannot read the type of messages.content in %s: %s", s->shown,
+                      mysql_errno(c->db) ? mysql_error(c->db) : "no such column");
         err = CHATD_EDB;
         goto out;
     }
@@ -1096,8 +1106,7 @@ static enum chatd_err my_open(const char *target, const struct store_options *op
     for (int i = 0; i < ST_COUNT_; i++) {
         enum chatd_err e2 = CHATD_OK;
         if (!take(c, (enum stmt)i, "prepare", &e2)) {
-            store_set_why(why, why_len, "cannot use the tables in %s: %s", s->shown,
-                          c->last_error);
+            store_set_why(why, why_len, "cannot use the tables in %s: %s", s->shown, c->last_error);
             err = CHATD_EDB;
             goto out;
         }
@@ -1152,6 +1161,10 @@ static enum chatd_err conv_get_once(struct my *s, struct conn *c, const char *id
     if (!st)
         return err;
     int64_t cut = cutoff(s, now);
+    if (all_expired(cut)) {
+        give(c, i);
+        return CHATD_ENOTFOUND;
+    }
     p_bytes(&p, id, idlen);
     p_time(&p, cut);
     if (!(err = execute(c, i, st, &p, "tti", what))) {
@@ -1285,8 +1298,8 @@ static enum chatd_err my_append_exchange(void *be, const struct store_exchange *
     if (qlen > s->content_max || alen > s->content_max) {
         log_error("store: a %s of %zu bytes does not fit messages.content (%zu bytes) in %s;"
                   " nothing stored (see README: widen the column to MEDIUMTEXT)",
-                  qlen > s->content_max ? "message" : "answer",
-                  qlen > s->content_max ? qlen : alen, s->content_max, s->shown);
+                  qlen > s->content_max ? "message" : "answer", qlen > s->content_max ? qlen : alen,
+                  s->content_max, s->shown);
         err = CHATD_ETOOBIG;
         goto out;
     }
@@ -1303,6 +1316,8 @@ static enum chatd_err delete_once(struct my *s, struct conn *c, const char *id, 
     uint64_t n = 0;
     enum chatd_err err;
 
+    if (all_expired(cutoff(s, now)))
+        return CHATD_ENOTFOUND;
     if ((err = begin(c, "delete conversation")))
         return err;
     /* The conversation first: its row lock orders this against an exchange
@@ -1378,6 +1393,8 @@ static enum chatd_err convs_once(struct my *s, struct conn *c, int64_t after_cre
     const enum stmt i = ST_CONVS_AFTER;
     struct params p = {0};
     enum chatd_err err = CHATD_OK;
+    if (all_expired(cutoff(s, now)))
+        return CHATD_OK;
     MYSQL_STMT *st = take(c, i, what, &err);
     if (!st)
         return err;
@@ -1389,6 +1406,7 @@ static enum chatd_err convs_once(struct my *s, struct conn *c, int64_t after_cre
     p_str(&p, after_id);
     p_time(&p, from);
     p_time(&p, to);
+    p_i64(&p, to > TIME_MAX);
     p_time(&p, cutoff(s, now));
     p_size(&p, limit);
     if (!(err = execute(c, i, st, &p, "stti", what))) {
@@ -1437,8 +1455,13 @@ static enum chatd_err count_convs_once(struct my *s, struct conn *c, int64_t fro
                                        int64_t now, int64_t *out)
 {
     struct params p = {0};
+    if (all_expired(cutoff(s, now))) {
+        *out = 0;
+        return CHATD_OK;
+    }
     p_time(&p, from);
     p_time(&p, to);
+    p_i64(&p, to > TIME_MAX);
     p_time(&p, cutoff(s, now));
     return count_one(c, ST_COUNT_CONVS, &p, "count conversations", out);
 }
@@ -1457,6 +1480,7 @@ static enum chatd_err my_count_conversations(void *be, int64_t from, int64_t to,
 static enum chatd_err count_active_once(struct my *s, struct conn *c, int64_t now, int64_t *out)
 {
     struct params p = {0};
+    p_i64(&p, all_expired(cutoff(s, now)));
     p_time(&p, cutoff(s, now));
     p_time(&p, cutoff(s, now));
     return count_one(c, ST_COUNT_ACTIVE, &p, "count active conversations", out);
@@ -1487,6 +1511,7 @@ static enum chatd_err sweep_select(struct my *s, struct conn *c, int64_t now, st
     buf_reset(ids);
     if (!st)
         return err;
+    p_i64(&p, all_expired(cutoff(s, now)));
     p_time(&p, cutoff(s, now));
     p_time(&p, cutoff(s, now));
     p_i64(&p, SWEEP_BATCH);
@@ -1507,8 +1532,8 @@ static enum chatd_err sweep_select(struct my *s, struct conn *c, int64_t now, st
 /* Deletes the batch's conversations that are still expired - another
  * instance may have swept one, or a chat revived it, since the select -
  * and their messages, in one transaction. done gets the ids deleted. */
-static enum chatd_err sweep_delete(struct my *s, struct conn *c, int64_t now,
-                                   const struct buf *ids, struct buf *done, size_t *deleted)
+static enum chatd_err sweep_delete(struct my *s, struct conn *c, int64_t now, const struct buf *ids,
+                                   struct buf *done, size_t *deleted)
 {
     enum chatd_err err;
 
@@ -1521,6 +1546,7 @@ static enum chatd_err sweep_delete(struct my *s, struct conn *c, int64_t now,
         struct params p = {0};
         uint64_t n = 0;
         p_str(&p, id);
+        p_i64(&p, all_expired(cutoff(s, now)));
         p_time(&p, cutoff(s, now));
         p_time(&p, cutoff(s, now));
         if ((err = run(c, ST_SWEEP_DELETE_CONV, &p, "sweep expired conversation", &n)) || n == 0)
