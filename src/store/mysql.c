@@ -124,6 +124,11 @@ static const struct {
  * time DATETIME holds (everything expired), then the cutoff twice. */
 #define EXPIRED(c)                                                                                 \
     "(? OR " c ".last_active < ? OR (" c ".last_active IS NULL AND " LAST_ACTIVE(c) " < ?))"
+/* Its negation (not NOT EXPIRED: a NULL last_active would make that NULL).
+ * The same three parameters. */
+#define LIVE(c)                                                                                    \
+    "(NOT ? AND (" c ".last_active >= ? OR (" c                                                    \
+    ".last_active IS NULL AND " LAST_ACTIVE(c) " >= ?)))"
 #define MSG_TIME                                                                                   \
     "COALESCE(m.timestamp, (SELECT c8.created_at FROM conversations c8"                            \
     " WHERE c8.id = m.conversation_id))"
@@ -181,7 +186,7 @@ static const char *const stmt_sql[ST_COUNT_] = {
     [ST_COUNT_CONVS] = "SELECT COUNT(*) FROM conversations c"
                        " WHERE c.created_at >= ? AND (c.created_at < ? OR ?) AND " LAST_ACTIVE(
                            "c") " >= ? AND LENGTH(c.id) <= 36",
-    [ST_COUNT_ACTIVE] = "SELECT COUNT(*) FROM conversations c WHERE NOT " EXPIRED("c"),
+    [ST_COUNT_ACTIVE] = "SELECT COUNT(*) FROM conversations c WHERE " LIVE("c"),
     [ST_SWEEP_SELECT] = "SELECT c.id FROM conversations c WHERE " EXPIRED("c") " LIMIT ?",
     [ST_SWEEP_DELETE_CONV] = "DELETE FROM conversations WHERE id = ? AND " EXPIRED("conversations"),
 };
