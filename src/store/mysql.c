@@ -90,7 +90,8 @@ static const char *const schema_sql[] = {
     " last_active DATETIME(6) NULL,"
     " created_at DATETIME(6) NOT NULL,"
     " PRIMARY KEY (id),"
-    " INDEX ix_conversations_created_at (created_at)"
+    " INDEX ix_conversations_created_at (created_at),"
+    " INDEX idx_conversations_last_active (last_active)"
     ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
     "CREATE TABLE IF NOT EXISTS messages ("
     " id INT NOT NULL AUTO_INCREMENT,"
@@ -100,6 +101,7 @@ static const char *const schema_sql[] = {
     " timestamp DATETIME(6) NULL,"
     " PRIMARY KEY (id),"
     " INDEX idx_conv_time (conversation_id, timestamp),"
+    " INDEX idx_messages_conversation_id (conversation_id, id),"
     " FOREIGN KEY (conversation_id) REFERENCES conversations (id) ON DELETE CASCADE"
     ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
 };
