@@ -82,7 +82,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "chatd: CHATD_REDIS: the redis cache is not built yet\n");
         goto out;
     }
-    struct store_options so = {.session_ttl = cfg.session_ttl * USEC_PER_SEC};
+    struct store_options so = {.session_ttl = cfg.session_ttl * USEC_PER_SEC,
+                               .password = cfg.db_password};
     if (store_open(cfg.db, &so, &store, why, sizeof why) != CHATD_OK) {
         fprintf(stderr, "chatd: CHATD_DB: %s\n", why);
         goto out;

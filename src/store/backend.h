@@ -50,6 +50,7 @@ struct store_ops {
 
 extern const struct store_ops store_sqlite_ops;
 extern const struct store_ops store_postgres_ops; /* if CHATD_HAVE_POSTGRESQL */
+extern const struct store_ops store_mysql_ops;    /* if CHATD_HAVE_MYSQL */
 
 /* Writes a printf-formatted reason into why (why_len bytes, always
  * terminated); does nothing when why is NULL. For backends' `why`s. */

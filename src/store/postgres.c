@@ -3,8 +3,9 @@
  *
  * URL: postgresql://user[:password]@host[:port]/dbname (also postgres://),
  * parsed by libpq (PQconninfoParse), so percent-encoding works as libpq
- * documents it. With no password in the URL, CHATD_DB_PASSWORD is used if
- * set (libpq's own PGPASSWORD and ~/.pgpass work too). The password is
+ * documents it. With no password in the URL, store_options.password
+ * (CHATD_DB_PASSWORD / --db-password) is used if set (libpq's own
+ * PGPASSWORD and ~/.pgpass work too). The password is
  * never logged: messages name the server as user@host:port/dbname.
  *
  * Connections: one per calling thread, made on that thread's first call and
@@ -667,9 +668,11 @@ static const char *param(const struct pg *s, const char *k)
     return NULL;
 }
 
-/* Turns the URL into libpq's keyword/value arrays, adding the password of
- * CHATD_DB_PASSWORD and chatd's defaults. Never echoes the URL. */
-static enum chatd_err parse_url(struct pg *s, const char *url, char *why, size_t why_len)
+/* Turns the URL into libpq's keyword/value arrays, adding the password
+ * given apart (CHATD_DB_PASSWORD) and chatd's defaults. Never echoes the
+ * URL. */
+static enum chatd_err parse_url(struct pg *s, const char *url, const char *password, char *why,
+                                size_t why_len)
 {
     char *err = NULL;
     PQconninfoOption *opts = PQconninfoParse(url, &err);
@@ -693,9 +696,8 @@ static enum chatd_err parse_url(struct pg *s, const char *url, char *why, size_t
             add_param(s, o->keyword, o->val);
     PQconninfoFree(opts);
 
-    const char *env = getenv("CHATD_DB_PASSWORD");
-    if (!param(s, "password") && env && *env)
-        add_param(s, "password", env);
+    if (!param(s, "password") && password && *password)
+        add_param(s, "password", password);
     if (!param(s, "connect_timeout"))
         add_param(s, "connect_timeout", CONNECT_TIMEOUT);
     if (!param(s, "application_name"))
@@ -728,7 +730,7 @@ static enum chatd_err pg_open(const char *target, const struct store_options *op
     s = xcalloc(1, sizeof *s);
     s->ttl = opt->session_ttl;
     pthread_mutex_init(&s->lock, NULL);
-    if ((err = parse_url(s, target, why, why_len)))
+    if ((err = parse_url(s, target, opt->password, why, why_len)))
         goto out;
     if (pthread_key_create(&s->key, conn_thread_exit) != 0) {
         store_set_why(why, why_len, "cannot create a thread key for the store");

@@ -61,6 +61,12 @@ struct scheme {
     size_t skip;                 /* bytes of prefix dropped before open() */
 };
 
+#ifdef CHATD_HAVE_MYSQL
+#define MYSQL_OPS (&store_mysql_ops)
+#else
+#define MYSQL_OPS NULL
+#endif
+
 static const struct scheme schemes[] = {
     {"sqlite:", "sqlite", &store_sqlite_ops, sizeof "sqlite:" - 1},
 #ifdef CHATD_HAVE_POSTGRESQL
@@ -70,7 +76,7 @@ static const struct scheme schemes[] = {
     {"postgresql://", "postgresql", NULL, 0},
     {"postgres://", "postgresql", NULL, 0},
 #endif
-    {"mysql://", "mysql", NULL, 0},
+    {"mysql://", "mysql", MYSQL_OPS, 0},
 };
 
 void store_set_why(char *why, size_t why_len, const char *fmt, ...)

@@ -49,7 +49,8 @@
 struct store;
 
 struct store_options {
-    int64_t session_ttl; /* usec of inactivity after which a conversation expires */
+    int64_t session_ttl;  /* usec of inactivity after which a conversation expires */
+    const char *password; /* network databases: used when the URL has none; NULL = none */
 };
 
 struct store_conversation {
