@@ -221,7 +221,7 @@
     b.textContent = "Copy";
     b.setAttribute("aria-label", "Copy the code");
     b.addEventListener("click", function () {
-      var text = pre.textContent;
+      var text = pre.textContent.replace(/\n$/, "");
       var done = function () {
         b.textContent = "Copied";
         setTimeout(function () { b.textContent = "Copy"; }, 1500);
