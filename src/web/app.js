@@ -460,6 +460,7 @@
       if (state.id && outcome !== "error") rememberConv(state.id, null, Date.now());
       setStreaming(null);
       scrollDown(false);
+      checkHealth();
     });
   }
 

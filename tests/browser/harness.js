@@ -83,6 +83,7 @@ async function startChatd(llmUrl, args) {
     proc,
     tmp,
     port: Number(m[1]),
+    dbPath: path.join(tmp, "chatd.db"),
     base: "http://127.0.0.1:" + m[1],
     stderr: () => stderr,
     /** SIGTERM, then the exit status (0 expected; a sanitizer report is not 0). */
@@ -105,6 +106,30 @@ async function launchBrowser() {
   });
 }
 
+/**
+ * Writes conversations straight into chatd's SQLite file (WAL lets chatd
+ * run on), as another tool or an older version could have: convs is
+ * [{id, minutesAgo, messages: [[role, content], ...]}]. Python's sqlite3,
+ * as the e2e tests use, since Node 20 has no SQLite of its own.
+ */
+function seed(dbPath, convs) {
+  const py = [
+    "import json, sys, sqlite3, datetime",
+    "convs = json.load(sys.stdin)",
+    "con = sqlite3.connect(sys.argv[1], timeout=30)",
+    "now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)",
+    "for c in convs:",
+    "    t0 = now - datetime.timedelta(minutes=c['minutesAgo'])",
+    "    ts = [(t0 + datetime.timedelta(seconds=5 * i)).isoformat(timespec='microseconds') for i in range(len(c['messages']) + 1)]",
+    "    con.execute('INSERT INTO conversations (id, created_at, last_active) VALUES (?, ?, ?)', (c['id'], ts[0], ts[-1]))",
+    "    for i, (role, content) in enumerate(c['messages']):",
+    "        con.execute('INSERT INTO messages (conversation_id, role, content, timestamp) VALUES (?, ?, ?, ?)', (c['id'], role, content, ts[i + 1]))",
+    "con.commit()"
+  ].join("\n");
+  const r = require("node:child_process").spawnSync("python3", ["-c", py, dbPath], { input: JSON.stringify(convs) });
+  if (r.status !== 0) throw new Error("seeding the database failed: " + r.stderr);
+}
+
 /** Polls fn until it returns a truthy value; returns it, or throws after timeout. */
 async function waitFor(fn, timeout, what) {
   const deadline = Date.now() + timeout;
@@ -116,4 +141,4 @@ async function waitFor(fn, timeout, what) {
   }
 }
 
-module.exports = { ROOT, OUT, SANITIZE, t, startMock, startChatd, launchBrowser, waitFor };
+module.exports = { ROOT, OUT, SANITIZE, t, startMock, startChatd, launchBrowser, waitFor, seed };

@@ -17,7 +17,7 @@ const { test, before, after } = require("node:test");
 const assert = require("node:assert/strict");
 const fs = require("node:fs");
 const path = require("node:path");
-const { OUT, t, startMock, startChatd, launchBrowser, waitFor } = require("./harness");
+const { OUT, t, startMock, startChatd, launchBrowser, waitFor, seed } = require("./harness");
 
 const TOKEN = "browser-test-token";
 let mock, chatd, browser, context, page;
@@ -237,7 +237,6 @@ test("answers are Markdown: bold, lists, tables, code blocks with a copy button;
   await waitFor(async () => (await copy.innerText()) === "Copied", t(5000), "the copy button to confirm");
   assert.equal(await page.evaluate(() => navigator.clipboard.readText()), "int main(void) { return 0; }");
   await shot("06-markdown");
-  await page.screenshot({ path: path.join(OUT, "screenshot.png") });
 });
 
 test("HTML and script in answers, live or stored, render as text and never run", async () => {
@@ -246,22 +245,22 @@ test("HTML and script in answers, live or stored, render as text and never run",
     "<img src=x onerror=\"window.__xss = 'img'\">\n\n" +
     "inline <img src=y onerror=\"window.__xss = 'inline'\"> and <b onclick=\"window.__xss='b'\">b</b> " +
     "[click](javascript:window.__xss='link')";
-  const check = async () => {
+  const check = async (texts) => {
     const body = lastAssistant().locator(".body");
     const text = await body.innerText();
-    assert.ok(text.includes("<script>window.__xss = 'script'</script>"), text);
-    assert.ok(text.includes("<img src=x onerror=\"window.__xss = 'img'\">"), text);
-    assert.ok(text.includes("<img src=y onerror=\"window.__xss = 'inline'\">"), text);
+    for (const want of texts) assert.ok(text.includes(want), JSON.stringify(want) + " shown as text in " + text);
     assert.equal(await page.locator("#messages script, #messages img, #messages [onerror], #messages [onclick]").count(), 0);
     const hrefs = await body.locator("a").evaluateAll((as) => as.map((a) => a.getAttribute("href")));
     assert.ok(hrefs.every((h) => !h || !/^\s*javascript:/i.test(h)), JSON.stringify(hrefs));
-    await body.locator("a").first().click().catch(() => {});
+    if (hrefs.length) await body.locator("a").first().click().catch(() => {});
     await page.waitForTimeout(200);
     assert.equal(await page.evaluate(() => window.__xss), undefined, "no script ran");
   };
+  const shown = ["<script>window.__xss = 'script'</script>", "<img src=x onerror=\"window.__xss = 'img'\">",
+    "<img src=y onerror=\"window.__xss = 'inline'\">", "<b onclick=\"window.__xss='b'\">b</b>"];
   await send(evil);
   await idle();
-  await check();
+  await check(shown);
   assert.equal(await page.locator(".msg.user .body").last().innerText(), evil);
   const id = await currentId("mock:echo xss test…");
   const stored = (await api("GET", "/api/conversations/" + id)).json().history;
@@ -270,8 +269,29 @@ test("HTML and script in answers, live or stored, render as text and never run",
   await page.reload();
   await page.click(`#conversations button[data-id="${id}"]`);
   await lastAssistant().waitFor();
-  await check();
+  await check(shown);
   await shot("07-xss-as-text");
+
+  /* written into the database by another tool, never through chatd */
+  const seeded = "5eed0000-0000-4000-8000-00000000c0de";
+  seed(chatd.dbPath, [{ id: seeded, minutesAgo: 1, messages: [["user", "stored <b>question</b>"],
+    ["assistant", "<script>window.__xss = 'stored'</script>\n\n<img src=x onerror=\"window.__xss = 'stored-img'\">\n\n" +
+      "<svg onload=\"window.__xss = 'svg'\"></svg> <iframe src=\"javascript:parent.__xss='iframe'\"></iframe>"]] }]);
+  await page.evaluate((id) => {
+    const list = JSON.parse(localStorage.getItem("chatd.conversations"));
+    list.push({ id: id, title: "stored xss", last: Date.now() });
+    localStorage.setItem("chatd.conversations", JSON.stringify(list));
+  }, seeded);
+  await page.reload();
+  await page.click(`#conversations button[data-id="${seeded}"]`);
+  await waitFor(async () => (await page.locator(".msg").count()) === 2, t(5000), "the stored history");
+  await check(["<script>window.__xss = 'stored'</script>", "<img src=x onerror=\"window.__xss = 'stored-img'\">",
+    "<svg onload=", "<iframe src="]);
+  assert.equal(await page.locator("#messages svg, #messages iframe").count(), 0);
+  assert.equal(await page.locator(".msg.user .body").innerText(), "stored <b>question</b>");
+  await page.click("#delete");
+  await page.click("#confirm-ok");
+  await waitFor(async () => (await page.locator(`#conversations button[data-id="${seeded}"]`).count()) === 0, t(5000), "cleanup");
 });
 
 test("the sidebar survives a refresh, opens history and forgets expired ids", async () => {
@@ -433,6 +453,42 @@ test("phone width and keyboard only", async () => {
   await p.keyboard.press("Escape");
   await p.waitForFunction(() => !document.getElementById("sidebar").classList.contains("open"));
   await phone.close();
+});
+
+test("the README's screenshot: a conversation in Chinese and English with Markdown", async () => {
+  const ids = ["5eed0000-0000-4000-8000-000000000001", "5eed0000-0000-4000-8000-000000000002",
+    "5eed0000-0000-4000-8000-000000000003"];
+  const answer = "**chatd** 是一个用 C 写的对话服务器：它把每段对话存进数据库，" +
+    "逐字流式返回模型的回答，并缓存重复的问题。\n\n" +
+    "It speaks the same JSON/SSE API as the Flask service it replaces:\n\n" +
+    "- `POST /api/chat-stream` streams the answer token by token\n" +
+    "- `GET /api/conversations/{id}` returns the history\n" +
+    "- `GET /api/conversations/{id}/export?format=csv` downloads it\n\n" +
+    "```sh\ncurl -N localhost:5010/api/chat-stream \\\n  -H 'Content-Type: application/json' \\\n  -d '{\"message\": \"你好\"}'\n```\n\n" +
+    "| 后端 Backend | 适用 Use |\n|---|---|\n| SQLite | 单机 one machine |\n| PostgreSQL | 多实例 many instances |";
+  seed(chatd.dbPath, [
+    { id: ids[0], minutesAgo: 2, messages: [["user", "用一句话介绍 chatd，再给一个 curl 例子"], ["assistant", answer]] },
+    { id: ids[1], minutesAgo: 45, messages: [["user", "Explain Server-Sent Events in two lines"], ["assistant", "One HTTP response that never ends."]] },
+    { id: ids[2], minutesAgo: 190, messages: [["user", "写一首关于秋天的短诗"], ["assistant", "秋风起，落叶黄。"]] }]);
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: "zh-CN" });
+  const p = await ctx.newPage();
+  p.setDefaultTimeout(t(10000));
+  p.on("pageerror", (e) => pageErrors.push(String(e)));
+  await p.goto(chatd.base + "/");
+  await p.evaluate((list) => localStorage.setItem("chatd.conversations", JSON.stringify(list)), [
+    { id: ids[0], title: "用一句话介绍 chatd，再给一个 curl 例子", last: Date.now() - 120000 },
+    { id: ids[1], title: "Explain Server-Sent Events in two lines", last: Date.now() - 45 * 60000 },
+    { id: ids[2], title: "写一首关于秋天的短诗", last: Date.now() - 190 * 60000 }]);
+  await p.reload();
+  await p.click(`#conversations button[data-id="${ids[0]}"]`);
+  await p.locator(".msg.assistant table").waitFor();
+  await p.fill("#input", "谢谢！Can it run several instances?");
+  await p.waitForSelector("#status.ok");
+  await p.evaluate(() => { document.getElementById("messages").scrollTop = 0; });
+  await p.screenshot({ path: path.join(OUT, "screenshot.png") });
+  assert.equal(await p.locator(".msg.assistant strong").first().innerText(), "chatd");
+  assert.equal(await p.locator(".msg.assistant pre code").count(), 1);
+  await ctx.close();
 });
 
 test("no script errors and no CSP violations in the page", async () => {
