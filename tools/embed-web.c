@@ -192,10 +192,12 @@ int main(int argc, char **argv)
         struct file *f = &files[i];
         if (i == index)
             continue;
+        char name[sizeof f->name]; /* a copy: GCC cannot see that name and hashed differ */
+        memcpy(name, f->name, sizeof name);
         f->hash = fnv1a(f->data, f->len);
-        const char *dot = strrchr(f->name, '.');
-        size_t stem = dot ? (size_t)(dot - f->name) : strlen(f->name);
-        snprintf(f->hashed, sizeof f->hashed, "%.*s.%016llx%s", (int)stem, f->name,
+        const char *dot = strrchr(name, '.');
+        size_t stem = dot ? (size_t)(dot - name) : strlen(name);
+        snprintf(f->hashed, sizeof f->hashed, "%.*s.%016llx%s", (int)stem, name,
                  (unsigned long long)f->hash, dot ? dot : "");
     }
     if (rewrite_index(&files[index], files, n) != 0)
