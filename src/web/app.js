@@ -392,17 +392,22 @@
     var body = { message: text };
     if (sentId) body.conversation_id = sentId;
     var outcome = null; /* "done", "error", "stopped" */
+    var convId = sentId; /* this exchange's conversation, whatever is shown by the end */
 
     function adopt(id) {
-      if (!id || id === state.id) return;
+      if (!id || id === convId) return;
       if (sentId && id !== sentId) {
         /* the server starts a new conversation for an expired id */
         forgetConv(sentId);
         notice("That conversation had expired; this message started a new one.");
       }
-      state.id = id;
+      convId = id;
       rememberConv(id, titleOf(text), Date.now());
-      el.title.textContent = titleOf(text);
+      if (state.streaming && state.streaming.turn === turn) {
+        state.id = id;
+        el.title.textContent = titleOf(text);
+        renderSidebar();
+      }
     }
 
     fetch("/api/chat-stream", {
@@ -457,8 +462,8 @@
         turn.thinking.summary.textContent = "Thinking";
       }
       if (outcome === "error" && !turn.text) turn.body.hidden = true;
-      if (state.id && outcome !== "error") rememberConv(state.id, null, Date.now());
-      setStreaming(null);
+      if (convId && outcome !== "error") rememberConv(convId, null, Date.now());
+      if (state.streaming && state.streaming.turn === turn) setStreaming(null);
       scrollDown(false);
       checkHealth();
     });
