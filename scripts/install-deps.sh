@@ -4,7 +4,8 @@
 # hiredis) and, for the tests, the database servers' binaries (PostgreSQL,
 # MariaDB, Redis - the tests start throwaway servers from them, never a
 # system service), Node.js/npm for the web page's libraries and Chromium
-# for the browser tests. With --bench also what the benchmarks under bench/
+# (and a CJK font) for the browser tests; then `npm ci` for the page's
+# libraries and playwright-core, as package-lock.json pins them. With --bench also what the benchmarks under bench/
 # need (wrk, nginx as the reference server, curl). Idempotent and quiet when everything is
 # already present; run as root (or with sudo available).
 # Usage: scripts/install-deps.sh [--bench]
@@ -15,7 +16,10 @@ libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev sqlite3
 libpq-dev libmariadb-dev libhiredis-dev
 libcmocka-dev python3 clang-format
 postgresql mariadb-server-core mariadb-client-core redis-server
-chromium"
+chromium fonts-wqy-microhei"
+# npm for the web page's libraries and the browser tests: Debian's, unless
+# an npm is already on the PATH (e.g. from NodeSource).
+command -v npm >/dev/null 2>&1 || PACKAGES="$PACKAGES nodejs npm"
 if [ "${1:-}" = "--bench" ]; then
     PACKAGES="$PACKAGES wrk nginx-light curl procps"
 fi
@@ -26,7 +30,22 @@ for p in $PACKAGES; do
         missing="$missing $p"
     fi
 done
-[ -z "$missing" ] && exit 0
+npm_ci() {
+    # The page's libraries and playwright-core, exactly as package-lock.json
+    # pins them; only when the lock file changed since the last install.
+    if ! cmp -s package-lock.json node_modules/.chatd-lock 2>/dev/null ||
+        [ ! -f node_modules/marked/package.json ] || [ ! -f node_modules/dompurify/package.json ] ||
+        [ ! -f node_modules/playwright-core/package.json ]; then
+        echo "install-deps: npm ci (the web page's libraries, the browser tests' playwright-core)" >&2
+        npm ci --no-audit --no-fund --loglevel=error >/dev/null
+        cp package-lock.json node_modules/.chatd-lock
+    fi
+}
+cd "$(dirname "$0")/.."
+if [ -z "$missing" ]; then
+    npm_ci
+    exit 0
+fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -38,3 +57,4 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
 # shellcheck disable=SC2086
 $SUDO apt-get install -o DPkg::Lock::Timeout=600 -y -qq --no-install-recommends $missing >/dev/null
+npm_ci

@@ -40,6 +40,9 @@ void api_export_all(struct http_request *req);
 void api_export_file(struct http_request *req);
 /* health.c: section 7 */
 void api_health(struct http_request *req);
+/* web.c: the web page at "/" and its files under "/assets/" */
+void api_web_page(struct http_request *req);
+void api_web_asset(struct http_request *req);
 
 /* Answers a store error: 404 with message for CHATD_ENOTFOUND, 503
  * "database unavailable" for CHATD_EDB, 500 otherwise. */

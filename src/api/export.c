@@ -487,29 +487,6 @@ static int parse_range(const char *h, uint64_t size, uint64_t *off, uint64_t *le
     return 1;
 }
 
-/* True if the If-None-Match list h names etag (weakly, RFC 9110 13.1.2)
- * or is "*". */
-static bool etag_listed(const char *h, const char *etag)
-{
-    size_t n = strlen(etag);
-    for (;;) {
-        while (*h == ' ' || *h == '\t' || *h == ',')
-            h++;
-        if (!*h)
-            return false;
-        if (*h == '*')
-            return true;
-        if (strncmp(h, "W/", 2) == 0)
-            h += 2;
-        if (strncmp(h, etag, n) == 0 && (h[n] == '\0' || h[n] == ',' || h[n] == ' '))
-            return true;
-        const char *next = strchr(h, ',');
-        if (!next)
-            return false;
-        h = next;
-    }
-}
-
 void api_export_file(struct http_request *req)
 {
     struct app *app = http_app(req);
@@ -550,8 +527,7 @@ void api_export_file(struct http_request *req)
     snprintf(disposition, sizeof disposition, "attachment; filename=%s", download);
     http_add_header(req, "ETag", etag);
     http_add_header(req, "Accept-Ranges", "bytes");
-    const char *inm = http_header(req, "If-None-Match");
-    if (inm && etag_listed(inm, etag)) {
+    if (http_etag_match(req, etag)) {
         close(fd);
         http_respond(req, 304, NULL, "", 0);
         return;

@@ -15,6 +15,8 @@ const struct http_route api_routes[] = {
     {"/api/exports/*", HTTP_GET | HTTP_HEAD, api_export_file},
     {"/api/conversations/*", HTTP_DELETE, api_conversation_delete},
     {"/health", HTTP_GET | HTTP_HEAD, api_health},
+    {"/", HTTP_GET | HTTP_HEAD, api_web_page},
+    {"/assets/*", HTTP_GET | HTTP_HEAD, api_web_asset},
 };
 
 const size_t api_route_count = sizeof api_routes / sizeof api_routes[0];

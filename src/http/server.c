@@ -256,6 +256,41 @@ void http_respond(struct http_request *req, int status, const char *content_type
     queue(req, status, r);
 }
 
+void http_respond_static(struct http_request *req, int status, const char *content_type,
+                         const void *body, size_t len)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_PERSISTENT);
+    if (content_type)
+        MHD_add_response_header(r, "Content-Type", content_type);
+    req->bytes = len;
+    queue(req, status, r);
+}
+
+bool http_etag_match(const struct http_request *req, const char *etag)
+{
+    const char *h = http_header(req, "If-None-Match");
+    size_t n = strlen(etag);
+    if (!h)
+        return false;
+    for (;;) {
+        while (*h == ' ' || *h == '\t' || *h == ',')
+            h++;
+        if (!*h)
+            return false;
+        if (*h == '*')
+            return true;
+        if (strncmp(h, "W/", 2) == 0)
+            h += 2;
+        if (strncmp(h, etag, n) == 0 && (h[n] == '\0' || h[n] == ',' || h[n] == ' '))
+            return true;
+        const char *next = strchr(h, ',');
+        if (!next)
+            return false;
+        h = next;
+    }
+}
+
 void http_respond_json(struct http_request *req, int status, struct buf *b)
 {
     size_t len = b->len;

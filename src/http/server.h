@@ -126,6 +126,14 @@ void http_add_header(struct http_request *req, const char *name, const char *val
 /* Sends a complete response; body is copied. */
 void http_respond(struct http_request *req, int status, const char *content_type, const char *body,
                   size_t len);
+/* Like http_respond() for data that lives as long as the program (the
+ * embedded web page): body is sent without being copied. */
+void http_respond_static(struct http_request *req, int status, const char *content_type,
+                         const void *body, size_t len);
+/* True if the request's If-None-Match lists etag (a quoted entity tag;
+ * weak comparison, RFC 9110 13.1.2) or is "*": answer 304 then. Any
+ * header value is safe to give. */
+bool http_etag_match(const struct http_request *req, const char *etag);
 /* Sends body (taken: b is left empty) as application/json; charset=utf-8. */
 void http_respond_json(struct http_request *req, int status, struct buf *b);
 /* Sends len bytes of the open file fd from offset (sendfile where the
