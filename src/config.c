@@ -14,7 +14,7 @@
  *
  * Numbers are decimal digits only: no sign, space, 0x or suffix. Empty
  * text means "unset" only for the settings that are off by default
- * (CHATD_LLM_KEY, CHATD_REDIS, CHATD_ADMIN_TOKEN); anywhere else it is an
+ * (CHATD_DB_PASSWORD, CHATD_LLM_KEY, CHATD_REDIS, CHATD_ADMIN_TOKEN); anywhere else it is an
  * error.
  *
  * Secrets never reach a message. The LLM key and the admin token are never
@@ -42,6 +42,7 @@ enum setting_id {
     S_HOST,
     S_PORT,
     S_DB,
+    S_DB_PASSWORD,
     S_LLM_URL,
     S_LLM_KEY,
     S_LLM_MODEL,
@@ -82,6 +83,8 @@ static const struct setting settings[S_COUNT] = {
     [S_DB] = {"CHATD_DB", "URL", "sqlite:chatd.db",
               "sqlite:PATH, postgresql://user:pass@host:port/db or mysql://user:pass@host:port/db",
               NULL, 0, 0},
+    [S_DB_PASSWORD] = {"CHATD_DB_PASSWORD", "PASSWORD", NULL,
+                       "database password, used when CHATD_DB's URL has none", NULL, 0, 0},
     [S_LLM_URL] = {"CHATD_LLM_URL", "URL", "https://integrate.api.nvidia.com/v1",
                    "base URL of an OpenAI-compatible API (/chat/completions is appended)", NULL, 0,
                    0},
@@ -148,12 +151,12 @@ static void flag_of(enum setting_id i, char out[FLAG_MAX])
 
 static bool optional(enum setting_id i)
 {
-    return i == S_LLM_KEY || i == S_REDIS || i == S_ADMIN_TOKEN;
+    return i == S_LLM_KEY || i == S_REDIS || i == S_ADMIN_TOKEN || i == S_DB_PASSWORD;
 }
 
 static bool secret(enum setting_id i)
 {
-    return i == S_LLM_KEY || i == S_ADMIN_TOKEN;
+    return i == S_LLM_KEY || i == S_ADMIN_TOKEN || i == S_DB_PASSWORD;
 }
 
 /* ---- message helpers ---- */
@@ -599,6 +602,9 @@ static enum config_result apply(struct config *cfg, enum setting_id i, const cha
     case S_LLM_URL:
         why = parse_llm_url(v, &cfg->llm_url);
         break;
+    case S_DB_PASSWORD:
+        cfg->db_password = xstrdup(v);
+        break;
     case S_LLM_KEY:
         cfg->llm_key = xstrdup(v);
         break;
@@ -783,6 +789,7 @@ void config_release(struct config *cfg)
     free(cfg->db_url.path);
     free(cfg->db_url.user);
     free_secret(cfg->db_url.password);
+    free_secret(cfg->db_password);
     free(cfg->db_url.host);
     free(cfg->db_url.dbname);
     free(cfg->llm_url);

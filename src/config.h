@@ -52,6 +52,7 @@ struct config {
     unsigned port;        /* 0-65535; 0 = any free port (logged) */
     char *db;             /* the URL as given */
     struct db_url db_url; /* ... and parsed */
+    char *db_password;    /* CHATD_DB_PASSWORD, NULL if unset; never log */
     char *llm_url;        /* base URL, http:// or https://, no trailing '/' */
     char *llm_key;        /* NULL if unset; never log */
     char *llm_model;

@@ -78,7 +78,8 @@ int main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     json_object_seed(0);
 
-    struct store_options so = {.session_ttl = cfg.session_ttl * USEC_PER_SEC};
+    struct store_options so = {.session_ttl = cfg.session_ttl * USEC_PER_SEC,
+                               .password = cfg.db_password};
     if (store_open(cfg.db, &so, &store, why, sizeof why) != CHATD_OK) {
         fprintf(stderr, "chatd: CHATD_DB: %s\n", why);
         goto out;

@@ -33,11 +33,17 @@ struct scheme {
     size_t skip;                 /* bytes of prefix dropped before open() */
 };
 
+#ifdef CHATD_WITH_MYSQL
+#define MYSQL_OPS (&store_mysql_ops)
+#else
+#define MYSQL_OPS NULL
+#endif
+
 static const struct scheme schemes[] = {
     {"sqlite:", "sqlite", &store_sqlite_ops, sizeof "sqlite:" - 1},
     {"postgresql://", "postgresql", NULL, 0},
     {"postgres://", "postgresql", NULL, 0},
-    {"mysql://", "mysql", NULL, 0},
+    {"mysql://", "mysql", MYSQL_OPS, 0},
 };
 
 void store_set_why(char *why, size_t why_len, const char *fmt, ...)

@@ -21,6 +21,16 @@
  * when the database cannot be reached or fails (the native detail is
  * logged once, here), CHATD_EINVAL for a bad URL at open time.
  *
+ * Content: message content is bytes. A backend whose column keeps bytes
+ * (SQLite) gives them back unchanged, NUL and invalid UTF-8 included. A
+ * backend whose column can only hold UTF-8 text (PostgreSQL's text) stores
+ * each byte that is not part of valid UTF-8, and each NUL, as U+FFFD, and
+ * nothing else changes: the API shows invalid bytes as U+FFFD anyway
+ * (json_out.h, csv.h), so only a NUL reads differently. Valid UTF-8
+ * without NUL comes back unchanged from every backend. Ids are compared as
+ * the exact strings given (the API lowercases UUIDs before asking).
+ * tests/store/conformance.c checks all of this against every backend.
+ *
  * Row callbacks: functions that return rows call a callback once per row,
  * in order, with pointers that stay valid only during that call; returning
  * non-zero from the callback stops the iteration early (the function then
@@ -39,7 +49,8 @@
 struct store;
 
 struct store_options {
-    int64_t session_ttl; /* usec of inactivity after which a conversation expires */
+    int64_t session_ttl;  /* usec of inactivity after which a conversation expires */
+    const char *password; /* network databases: used when the URL has none; NULL = none */
 };
 
 struct store_conversation {

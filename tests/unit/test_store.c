@@ -723,8 +723,11 @@ static void test_urls(void **state)
          "the postgresql backend is not built yet"},
         {"postgres://chatd:s3cret@db/chatd", CHATD_ENOTBUILT,
          "the postgresql backend is not built yet"},
-        {"mysql://chatd:s3cret@db:3306/chatd", CHATD_ENOTBUILT,
-         "the mysql backend is not built yet"},
+        /* nothing listens on port 1: refused at once, without the password */
+        {"mysql://chatd:s3cret@127.0.0.1:1/chatd", CHATD_EDB, NULL},
+        {"mysql://chatd:s3cret@db:99999/chatd", CHATD_EINVAL, NULL},
+        {"mysql://chatd:s3cret@db:3306", CHATD_EINVAL, NULL},
+        {"mysql://chatd:s3%zz@db/chatd", CHATD_EINVAL, NULL},
         {"garbage", CHATD_EINVAL, NULL},
         {"", CHATD_EINVAL, NULL},
         {"redis://h:6379/0", CHATD_EINVAL, NULL},
