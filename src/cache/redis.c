@@ -77,12 +77,13 @@
 #include "core/log.h"
 #include "core/timefmt.h"
 
-#define DEFAULT_TIMEOUT (300 * 1000)    /* usec */
-#define RETRY_USEC      USEC_PER_SEC    /* between connect attempts while down */
-#define CONV_PREFIX     "chatd:c:"      /* + conversation id: its hash */
-#define ENTRIES_KEY     "chatd:entries" /* sorted set of every entry */
-#define DIGEST_HEX      32              /* field name length */
-#define VALUE_HEAD      16              /* put time + question length */
+#define DEFAULT_TIMEOUT  (300 * 1000)        /* usec */
+#define REFUSED_LOG_USEC (60 * USEC_PER_SEC) /* between "refused" log lines */
+#define RETRY_USEC       USEC_PER_SEC        /* between connect attempts while down */
+#define CONV_PREFIX      "chatd:c:"          /* + conversation id: its hash */
+#define ENTRIES_KEY      "chatd:entries"     /* sorted set of every entry */
+#define DIGEST_HEX       32                  /* field name length */
+#define VALUE_HEAD       16                  /* put time + question length */
 
 struct conn {
     struct conn *next;
@@ -99,12 +100,14 @@ struct cache_redis {
     char *password; /* NULL if none; never logged */
     struct timeval timeout;
 
-    pthread_mutex_t lock; /* guards everything below */
-    struct conn *idle;    /* connections nobody is using */
-    bool down;            /* the last attempt failed; not yet recovered */
-    bool connecting;      /* while down: one thread is trying */
-    int64_t retry_at;     /* mono usec: no connect attempt before it while down */
-    char reason[200];     /* why it is down */
+    pthread_mutex_t lock;   /* guards everything below */
+    struct conn *idle;      /* connections nobody is using */
+    bool down;              /* the last attempt failed; not yet recovered */
+    bool connecting;        /* while down: one thread is trying */
+    int64_t retry_at;       /* mono usec: no connect attempt before it while down */
+    char reason[200];       /* why it is down */
+    int64_t refused_log;    /* mono usec of the last "refused" line */
+    unsigned refused_quiet; /* refusals not logged since */
 };
 
 /* ---- the scripts ---- */
@@ -335,14 +338,27 @@ static redisReply *run(struct cache_redis *r, int argc, const char **argv, const
     return NULL;
 }
 
-/* Logs a command Redis refused (OOM, a replica's READONLY, ...): these
- * are not outages and are rare, so each is logged. */
-static bool refused(const redisReply *reply, const char *what)
+/* A command Redis refused (OOM under maxmemory noeviction, a replica's
+ * READONLY, ...): not an outage, the connection is fine. Logged at most
+ * once a minute, with how many were not logged since. */
+static bool refused(struct cache_redis *r, const redisReply *reply, const char *what)
 {
     if (reply->type != REDIS_REPLY_ERROR)
         return false;
-    log_warn("cache: redis refused %s: %.*s", what, (int)(reply->len < 200 ? reply->len : 200),
-             reply->str);
+    int64_t now = time_mono_usec();
+    pthread_mutex_lock(&r->lock);
+    bool say = !r->refused_log || now - r->refused_log >= REFUSED_LOG_USEC;
+    unsigned quiet = r->refused_quiet;
+    if (say) {
+        r->refused_log = now;
+        r->refused_quiet = 0;
+    } else {
+        r->refused_quiet++;
+    }
+    pthread_mutex_unlock(&r->lock);
+    if (say)
+        log_warn("cache: redis refused %s: %.*s (%u more refusals since the last such line)", what,
+                 (int)(reply->len < 200 ? reply->len : 200), reply->str, quiet);
     return true;
 }
 
@@ -424,7 +440,7 @@ static bool redis_get(struct cache *cache, const char *conv_id, const char *ques
     const char *argv[] = {"HGET", key, field};
     size_t len[] = {4, klen, DIGEST_HEX};
     redisReply *reply = run(r, 3, argv, len, why, sizeof why);
-    if (!reply || refused(reply, "a get") || reply->type != REDIS_REPLY_STRING)
+    if (!reply || refused(r, reply, "a get") || reply->type != REDIS_REPLY_STRING)
         goto out;
 
     const unsigned char *v = (const unsigned char *)reply->str;
@@ -445,7 +461,7 @@ static bool redis_get(struct cache *cache, const char *conv_id, const char *ques
             mlen};
         redisReply *x = run(r, 8, xargv, xlen, why, sizeof why);
         if (x) {
-            refused(x, "an expiry");
+            refused(r, x, "an expiry");
             freeReplyObject(x);
         }
         free(m);
@@ -501,7 +517,7 @@ static void redis_put(struct cache *cache, const char *conv_id, const char *ques
                     sizeof CONV_PREFIX - 1};
     redisReply *reply = run(r, 12, argv, len, why, sizeof why);
     if (reply) {
-        refused(reply, "a put");
+        refused(r, reply, "a put");
         freeReplyObject(reply);
     }
     free(value);
@@ -521,7 +537,7 @@ static void redis_remove_conversation(struct cache *cache, const char *conv_id)
     size_t len[] = {4, sizeof remove_script - 1, 1, klen, sizeof ENTRIES_KEY - 1, strlen(conv_id)};
     redisReply *reply = run(r, 6, argv, len, why, sizeof why);
     if (reply) {
-        refused(reply, "a removal");
+        refused(r, reply, "a removal");
         freeReplyObject(reply);
     }
     free(key);
