@@ -113,8 +113,11 @@ struct cache_redis {
 /* ---- the scripts ---- */
 
 /* KEYS: conversation hash, entries. ARGV: field, value, ttl ms, member,
- * expiry score, max entries, conversation key prefix. */
+ * expiry score, max entries, conversation key prefix, now (usec). The
+ * expired members leave the sorted set first, so the bound counts live
+ * entries only. */
 static const char put_script[] =
+    "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[8])\n"
     "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
     "local ttl = tonumber(ARGV[3])\n"
     "if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end\n"
@@ -479,7 +482,7 @@ static void redis_put(struct cache *cache, const char *conv_id, const char *ques
                       size_t question_len, const char *answer, size_t answer_len, int64_t now)
 {
     struct cache_redis *r = (struct cache_redis *)cache;
-    char why[200], field[DIGEST_HEX + 1], ttl_ms[24], score[24], max[24];
+    char why[200], field[DIGEST_HEX + 1], ttl_ms[24], score[24], max[24], stamp[24];
     if (!r->max_entries)
         return;
     size_t klen, mlen, vlen = VALUE_HEAD + question_len + answer_len;
@@ -500,9 +503,10 @@ static void redis_put(struct cache *cache, const char *conv_id, const char *ques
         until = INT64_MAX;
     snprintf(score, sizeof score, "%lld", (long long)until);
     snprintf(max, sizeof max, "%zu", r->max_entries);
+    snprintf(stamp, sizeof stamp, "%lld", (long long)now);
 
     const char *argv[] = {"EVAL", put_script, "2",   key, ENTRIES_KEY, field, (const char *)value,
-                          ttl_ms, m,          score, max, CONV_PREFIX};
+                          ttl_ms, m,          score, max, CONV_PREFIX, stamp};
     size_t len[] = {4,
                     sizeof put_script - 1,
                     1,
@@ -514,8 +518,9 @@ static void redis_put(struct cache *cache, const char *conv_id, const char *ques
                     mlen,
                     strlen(score),
                     strlen(max),
-                    sizeof CONV_PREFIX - 1};
-    redisReply *reply = run(r, 12, argv, len, why, sizeof why);
+                    sizeof CONV_PREFIX - 1,
+                    strlen(stamp)};
+    redisReply *reply = run(r, 13, argv, len, why, sizeof why);
     if (reply) {
         refused(r, reply, "a put");
         freeReplyObject(reply);
