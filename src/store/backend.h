@@ -44,7 +44,8 @@ struct store_ops {
 };
 
 extern const struct store_ops store_sqlite_ops;
-extern const struct store_ops store_mysql_ops; /* when built with CHATD_WITH_MYSQL */
+extern const struct store_ops store_mysql_ops;    /* when built with CHATD_WITH_MYSQL */
+extern const struct store_ops store_postgres_ops; /* if CHATD_HAVE_POSTGRESQL */
 
 /* Writes a printf-formatted reason into why (why_len bytes, always
  * terminated); does nothing when why is NULL. For backends' `why`s. */

@@ -41,8 +41,13 @@ struct scheme {
 
 static const struct scheme schemes[] = {
     {"sqlite:", "sqlite", &store_sqlite_ops, sizeof "sqlite:" - 1},
+#ifdef CHATD_HAVE_POSTGRESQL
+    {"postgresql://", "postgresql", &store_postgres_ops, 0},
+    {"postgres://", "postgresql", &store_postgres_ops, 0},
+#else
     {"postgresql://", "postgresql", NULL, 0},
     {"postgres://", "postgresql", NULL, 0},
+#endif
     {"mysql://", "mysql", MYSQL_OPS, 0},
 };
 

@@ -719,10 +719,15 @@ static void test_urls(void **state)
         enum chatd_err err;
         const char *why;
     } cases[] = {
+#ifdef CHATD_HAVE_POSTGRESQL /* nothing listens on port 1: refused at once */
+        {"postgresql://chatd:s3cret@127.0.0.1:1/chatd", CHATD_EDB, NULL},
+        {"postgres://chatd:s3cret@127.0.0.1:1/chatd", CHATD_EDB, NULL},
+#else
         {"postgresql://chatd:s3cret@db:5432/chatd", CHATD_ENOTBUILT,
          "the postgresql backend is not built yet"},
         {"postgres://chatd:s3cret@db/chatd", CHATD_ENOTBUILT,
          "the postgresql backend is not built yet"},
+#endif
         /* nothing listens on port 1: refused at once, without the password */
         {"mysql://chatd:s3cret@127.0.0.1:1/chatd", CHATD_EDB, NULL},
         {"mysql://chatd:s3cret@db:99999/chatd", CHATD_EINVAL, NULL},
