@@ -78,10 +78,6 @@ int main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     json_object_seed(0);
 
-    if (cfg.redis) {
-        fprintf(stderr, "chatd: CHATD_REDIS: the redis cache is not built yet\n");
-        goto out;
-    }
     struct store_options so = {.session_ttl = cfg.session_ttl * USEC_PER_SEC,
                                .password = cfg.db_password};
     if (store_open(cfg.db, &so, &store, why, sizeof why) != CHATD_OK) {
@@ -89,7 +85,22 @@ int main(int argc, char **argv)
         goto out;
     }
     struct cache_options co = {.max_entries = cfg.cache_size, .ttl = cfg.cache_ttl * USEC_PER_SEC};
-    cache = cache_memory_new(&co);
+    if (cfg.redis) {
+        struct cache_redis_options ro = {.host = cfg.redis_url.host,
+                                         .port = cfg.redis_url.port,
+                                         .db = cfg.redis_url.db,
+                                         .password = cfg.redis_url.password};
+        cache = cache_redis_new(&co, &ro, why, sizeof why);
+        if (!cache) {
+            fprintf(stderr, "chatd: CHATD_REDIS: %s\n", why);
+            goto out;
+        }
+        size_t n;
+        if (!cache_probe(cache, &n, why, sizeof why))
+            log_warn("cache: starting without redis for now: %s", why);
+    } else {
+        cache = cache_memory_new(&co);
+    }
 
     struct llm_options lo = {
         .url = cfg.llm_url, .key = cfg.llm_key, .model = cfg.llm_model, .timeout = cfg.llm_timeout};
@@ -144,9 +155,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "chatd: %s\n", why);
         goto out;
     }
-    log_info("chatd %s ready: database %s (%s), cache %zu entries", CHATD_VERSION,
+    log_info("chatd %s ready: database %s (%s), cache %zu entries%s", CHATD_VERSION,
              store_backend(store), cfg.db_url.kind == DB_SQLITE ? cfg.db_url.path : "remote",
-             cfg.cache_size);
+             cfg.cache_size, cfg.redis ? " in redis" : "");
 
     int sig = 0;
     sigwait(&stop_signals, &sig);

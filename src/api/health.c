@@ -2,6 +2,12 @@
  * health.c - GET /health (SPEC.md 7). The database is really asked: a
  * ping (a query) and the count of live conversations. If either fails the
  * answer is 503 with the database's reason.
+ *
+ * The cache line is the backend's: with Redis, the count of every
+ * instance's entries, or "缓存不可用: <reason>" while Redis is down. A
+ * cache outage keeps the answer 200: chat still works (uncached), and a
+ * load balancer that checks /health must not take every instance out of
+ * rotation because the shared cache is down. 503 stays the database's.
  */
 #include <stdio.h>
 #include <string.h>
@@ -38,7 +44,12 @@ void api_health(struct http_request *req)
     else
         snprintf(line, sizeof line, "数据库连接正常");
     json_out_kv_str(&b, true, "database", line, strlen(line));
-    snprintf(line, sizeof line, "缓存 %zu 条记录", cache_count(app->cache));
+    size_t cached = 0;
+    char cache_why[200];
+    if (cache_probe(app->cache, &cached, cache_why, sizeof cache_why))
+        snprintf(line, sizeof line, "缓存 %zu 条记录", cached);
+    else
+        snprintf(line, sizeof line, "缓存不可用: %s", cache_why[0] ? cache_why : "unknown error");
     json_out_kv_str(&b, false, "cache", line, strlen(line));
     if (err)
         snprintf(line, sizeof line, "当前活动会话数量 未知");

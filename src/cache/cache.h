@@ -4,7 +4,8 @@
  * SPEC.md section 1: if the same message was answered in the same
  * conversation within the TTL, the stored answer is returned without an
  * upstream call. Backends sit behind a table of function pointers: an
- * in-process sharded LRU (memory.c) now, Redis (redis.c) later.
+ * in-process sharded LRU (memory.c), and Redis (redis.c), which several
+ * chatd instances share.
  *
  * Threads: every function may be called from any thread at any time.
  * Time: `now` (usec) is passed in by the caller, so TTL tests are exact.
@@ -31,6 +32,27 @@ struct cache_options {
 
 /* An in-process sharded LRU. Never fails (aborts on OOM). */
 struct cache *cache_memory_new(const struct cache_options *opt);
+
+/* Where the Redis cache lives (CHATD_REDIS); strings are copied. */
+struct cache_redis_options {
+    const char *host;     /* name or address */
+    unsigned port;        /* 1-65535 */
+    unsigned db;          /* SELECTed on every connection */
+    const char *password; /* AUTH on every connection; NULL for none; never logged */
+    int64_t timeout;      /* usec for a connect and for each command; 0: 300 ms */
+};
+
+/*
+ * A cache shared by every chatd using the same Redis database (redis.c
+ * explains the keys). Redis being down is not an error here: the cache
+ * starts anyway, every get misses and put/remove do nothing until Redis
+ * answers again (cache_probe says so meanwhile). Returns NULL and a reason
+ * in why (no secret in it) only if chatd was built without hiredis or an
+ * option is invalid. opt has the memory cache's meaning: max_entries bounds
+ * the entries all instances hold together, 0 disables the cache.
+ */
+struct cache *cache_redis_new(const struct cache_options *opt, const struct cache_redis_options *ro,
+                              char *why, size_t why_len);
 /* Frees the cache and every entry. NULL is ok. */
 void cache_free(struct cache *c);
 
@@ -44,7 +66,12 @@ void cache_put(struct cache *c, const char *conv_id, const char *question, size_
                const char *answer, size_t answer_len, int64_t now);
 /* Removes every entry of the conversation (DELETE, expiry). */
 void cache_remove_conversation(struct cache *c, const char *conv_id);
-/* Number of entries held (expired ones not yet evicted included). */
+/* Number of entries held (expired ones not yet evicted included); 0 if
+ * the backend cannot be asked. */
 size_t cache_count(struct cache *c);
+/* For /health: true with *count as cache_count's if the backend answers;
+ * false with a short reason in why (never a secret) if it does not, e.g.
+ * Redis is down. Never blocks longer than the backend's timeout. */
+bool cache_probe(struct cache *c, size_t *count, char *why, size_t why_len);
 
 #endif

@@ -1,6 +1,6 @@
 /*
  * memory.c - the in-process response cache of cache.h: a sharded LRU with
- * a TTL, plus the cache.h front that forwards to a backend's table.
+ * a TTL (cache.c holds the front that forwards to a backend's table).
  *
  * Sharding: a conversation's entries all live in one shard, picked by a
  * hash of its id, so that removing a conversation takes one lock. Up to 16
@@ -145,36 +145,6 @@ uint64_t cache_siphash(uint64_t k0, uint64_t k1, const void *p, size_t n)
     SIPROUND;
     SIPROUND;
     return v0 ^ v1 ^ v2 ^ v3;
-}
-
-/* ---- the cache.h front: forwards to whichever backend c is ---- */
-
-void cache_free(struct cache *c)
-{
-    if (c)
-        c->ops->free(c);
-}
-
-bool cache_get(struct cache *c, const char *conv_id, const char *question, size_t question_len,
-               int64_t now, struct buf *out)
-{
-    return c->ops->get(c, conv_id, question, question_len, now, out);
-}
-
-void cache_put(struct cache *c, const char *conv_id, const char *question, size_t question_len,
-               const char *answer, size_t answer_len, int64_t now)
-{
-    c->ops->put(c, conv_id, question, question_len, answer, answer_len, now);
-}
-
-void cache_remove_conversation(struct cache *c, const char *conv_id)
-{
-    c->ops->remove_conversation(c, conv_id);
-}
-
-size_t cache_count(struct cache *c)
-{
-    return c->ops->count(c);
 }
 
 /* ---- shard internals (all called with the shard locked) ---- */
@@ -477,6 +447,14 @@ static size_t mem_count(struct cache *c)
     return n;
 }
 
+static bool mem_probe(struct cache *c, size_t *count, char *why, size_t why_len)
+{
+    (void)why;
+    (void)why_len;
+    *count = mem_count(c);
+    return true;
+}
+
 static void mem_free(struct cache *c)
 {
     struct cache_memory *m = (struct cache_memory *)c;
@@ -508,6 +486,7 @@ static const struct cache_ops memory_ops = {
     .put = mem_put,
     .remove_conversation = mem_remove_conversation,
     .count = mem_count,
+    .probe = mem_probe,
     .free = mem_free,
 };
 

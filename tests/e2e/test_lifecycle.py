@@ -75,7 +75,7 @@ class ConfigTests(unittest.TestCase):
             "db sqlite in missing directory": self.base(db="sqlite:" + os.path.join(self.tmp, "missing", "dir", "c.db")),
             "db postgresql": self.base(db="postgresql://e2e:e2e-pg-secret@127.0.0.1:1/chatd"),
             "db mysql": self.base(db="mysql://e2e:e2e-my-secret@127.0.0.1:1/chatd"),
-            "redis": self.base(redis="redis://:e2e-redis-secret@127.0.0.1:1/0"),
+            "redis port 0": self.base(redis="redis://:e2e-redis-secret@127.0.0.1:0/0"),
             "redis unparseable": self.base(redis="not-a-redis-url"),
         }
         for name, args in cases.items():
