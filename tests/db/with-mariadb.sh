@@ -45,6 +45,8 @@ child=
 
 stop_server() {
     [ -x "$dir/ctl" ] && "$dir/ctl" stop >/dev/null 2>&1
+    # Whatever the pid file says, no server of this directory outlives us.
+    pkill -KILL -f -- "--datadir=$dir/data" 2>/dev/null
 }
 
 cleanup() {
@@ -92,6 +94,9 @@ stop)
     rm -f "$dir/mariadbd.pid"
     ;;
 start)
+    # Already running: nothing to do (a second mariadbd on the same data
+    # directory would fail, and take the pid file with it).
+    pid=\$(cat "$dir/mariadbd.pid" 2>/dev/null) && kill -0 "\$pid" 2>/dev/null && exit 0
     "$MARIADBD" --no-defaults $user_opt --datadir="$dir/data" --socket="$dir/mysql.sock" \\
         --port=$port --bind-address=127.0.0.1 --pid-file="$dir/mariadbd.pid" \\
         --log-error="$dir/error.log" --skip-log-bin --skip-name-resolve \\

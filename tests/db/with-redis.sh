@@ -39,6 +39,7 @@ child=
 cleanup() {
     [ -n "$child" ] && kill -TERM "$child" 2>/dev/null
     [ -x "$dir/ctl" ] && "$dir/ctl" stop >/dev/null 2>&1
+    [ -n "${port:-}" ] && pkill -KILL -f -- "redis-server 127.0.0.1:$port\$" 2>/dev/null # whatever the pid file says
     rm -rf "$dir"
 }
 
@@ -84,6 +85,7 @@ stop)
     rm -f "$dir/redis.pid"
     ;;
 start)
+    pid=\$(cat "$dir/redis.pid" 2>/dev/null) && kill -0 "\$pid" 2>/dev/null && exit 0 # running
     "$SERVER" "$dir/redis.conf" </dev/null >/dev/null 2>&1 || exit 1
     i=0
     until REDISCLI_AUTH=$pass "$CLI" -h 127.0.0.1 -p $port ping 2>/dev/null | grep -q PONG; do
