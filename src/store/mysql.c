@@ -22,7 +22,10 @@
  * was already dead before it sent anything is retried once, at once, on a
  * new connection - also after a deadlock - unless rows already went to
  * its callback or the loss hit a COMMIT (whose outcome is then unknown).
- * No loop: at most one retry per call.
+ * No loop: at most one retry per call. append_exchanges (the store's
+ * writer, group commit) runs a whole batch in one transaction under the
+ * same rules; my_append_exchanges says how it keeps each result exact and
+ * why a batch whose COMMIT lost the connection is never retried.
  *
  * Results are buffered per call (mysql_stmt_store_result), which is what
  * lets a row callback call other store functions on the same connection;
@@ -1266,55 +1269,197 @@ static enum chatd_err insert_message(struct conn *c, const char *conv, const cha
     return run(c, ST_INSERT_MSG, &pr, "store message", NULL);
 }
 
-static enum chatd_err append_once(struct conn *c, const struct store_exchange *x, const char *q,
-                                  size_t qlen, const char *a, size_t alen)
+/* The statements of one exchange, inside a transaction the caller owns. */
+static enum chatd_err write_exchange(struct conn *c, const struct store_exchange *x, const char *q,
+                                     size_t qlen, const char *a, size_t alen)
 {
     struct params p = {0};
     enum chatd_err err;
 
-    if ((err = begin(c, "store exchange")))
-        return err;
     p_str(&p, x->conversation_id);
     p_time(&p, x->user_time);
     p_time(&p, x->answer_time);
     p_time(&p, x->answer_time);
     if ((err = run(c, ST_UPSERT_CONV, &p, "store conversation", NULL)))
-        goto out;
+        return err;
     if ((err = insert_message(c, x->conversation_id, "user", q, qlen, x->user_time)))
-        goto out;
-    if ((err = insert_message(c, x->conversation_id, "assistant", a, alen, x->answer_time)))
-        goto out;
-    err = commit(c, "commit exchange");
-out:
+        return err;
+    return insert_message(c, x->conversation_id, "assistant", a, alen, x->answer_time);
+}
+
+static enum chatd_err append_once(struct conn *c, const struct store_exchange *x, const char *q,
+                                  size_t qlen, const char *a, size_t alen)
+{
+    enum chatd_err err;
+
+    if ((err = begin(c, "store exchange")))
+        return err;
+    err = write_exchange(c, x, q, qlen, a, alen);
+    if (!err)
+        err = commit(c, "commit exchange");
     if (err)
         rollback(c);
+    return err;
+}
+
+/* An exchange's texts as messages.content holds them (in qtmp/atmp if they
+ * needed repair), or CHATD_ETOOBIG (logged) if one does not fit. */
+static enum chatd_err exchange_texts(const struct my *s, const struct store_exchange *x,
+                                     struct buf *qtmp, struct buf *atmp, const char **q,
+                                     size_t *qlen, const char **a, size_t *alen)
+{
+    *q = x->question;
+    *qlen = x->question_len;
+    *a = x->answer;
+    *alen = x->answer_len;
+    clean_text(q, qlen, qtmp);
+    clean_text(a, alen, atmp);
+    if (*qlen > s->content_max || *alen > s->content_max) {
+        log_error("store: a %s of %zu bytes does not fit messages.content (%zu bytes) in %s;"
+                  " nothing stored (see README: widen the column to MEDIUMTEXT)",
+                  *qlen > s->content_max ? "message" : "answer",
+                  *qlen > s->content_max ? *qlen : *alen, s->content_max, s->shown);
+        return CHATD_ETOOBIG;
+    }
+    return CHATD_OK;
+}
+
+/* One exchange in its own transaction, retried once as WITH_RETRY allows. */
+static enum chatd_err append_one(struct my *s, const struct store_exchange *x, const char *q,
+                                 size_t qlen, const char *a, size_t alen)
+{
+    struct conn *c = NULL;
+    enum chatd_err err;
+    WITH_RETRY(s, append_once(c, x, q, qlen, a, alen));
     return err;
 }
 
 static enum chatd_err my_append_exchange(void *be, const struct store_exchange *x)
 {
     struct my *s = be;
-    struct conn *c = NULL;
     struct buf qtmp = BUF_INIT, atmp = BUF_INIT;
-    const char *q = x->question, *a = x->answer;
-    size_t qlen = x->question_len, alen = x->answer_len;
-    enum chatd_err err;
-
-    clean_text(&q, &qlen, &qtmp);
-    clean_text(&a, &alen, &atmp);
-    if (qlen > s->content_max || alen > s->content_max) {
-        log_error("store: a %s of %zu bytes does not fit messages.content (%zu bytes) in %s;"
-                  " nothing stored (see README: widen the column to MEDIUMTEXT)",
-                  qlen > s->content_max ? "message" : "answer", qlen > s->content_max ? qlen : alen,
-                  s->content_max, s->shown);
-        err = CHATD_ETOOBIG;
-        goto out;
-    }
-    WITH_RETRY(s, append_once(c, x, q, qlen, a, alen));
-out:
+    const char *q, *a;
+    size_t qlen, alen;
+    enum chatd_err err = exchange_texts(s, x, &qtmp, &atmp, &q, &qlen, &a, &alen);
+    if (!err)
+        err = append_one(s, x, q, qlen, a, alen);
     buf_release(&qtmp);
     buf_release(&atmp);
     return err;
+}
+
+/* One exchange of a batch, its texts ready. */
+struct item {
+    struct buf qtmp, atmp;
+    const char *q, *a;
+    size_t qlen, alen;
+};
+
+/* The batch (the exchanges whose errs[i] is CHATD_OK) in one transaction.
+ * *unknown is set if the COMMIT lost the connection: its outcome is then
+ * unknown. */
+static enum chatd_err batch_once(struct conn *c, const struct store_exchange *xs,
+                                 const struct item *it, const enum chatd_err *errs, size_t n,
+                                 bool *unknown)
+{
+    enum chatd_err err;
+
+    *unknown = false;
+    if ((err = begin(c, "store exchanges")))
+        return err;
+    for (size_t i = 0; i < n && !err; i++)
+        if (!errs[i])
+            err = write_exchange(c, &xs[i], it[i].q, it[i].qlen, it[i].a, it[i].alen);
+    if (!err) {
+        err = commit(c, "commit exchanges");
+        *unknown = err && c->broken;
+    }
+    if (err)
+        rollback(c);
+    return err;
+}
+
+/*
+ * Group commit: START TRANSACTION, the statements of every exchange,
+ * COMMIT: one transaction (and one redo log flush) for the batch. An
+ * exchange too big for the column is answered CHATD_ETOOBIG at once and
+ * left out. The batch follows the single path's rules: no connection at
+ * the start answers CHATD_EDB for all (one connection attempt per batch
+ * during an outage, not one per exchange); a connection lost before COMMIT
+ * or a deadlock (InnoDB rolled the transaction back) runs the batch once
+ * more, at once. If it still fails, it is rolled back and each exchange
+ * tried alone (append_one, with its own one retry), so one refused
+ * exchange costs only itself and every result is exact; once one of those
+ * finds the server unreachable, the rest answer CHATD_EDB without trying.
+ *
+ * A COMMIT that lost the connection is the exception: the batch may or
+ * may not have been committed and there is no way to ask, so running it
+ * again, whole or one by one, could store every exchange twice. Nothing is
+ * retried and all answer CHATD_EDB (as append_exchange does for its own
+ * lost COMMIT): an exchange reported failed may be stored, none twice.
+ */
+static void my_append_exchanges(void *be, const struct store_exchange *xs, size_t n,
+                                enum chatd_err *errs)
+{
+    struct my *s = be;
+    struct conn *c = NULL;
+    struct item *it = xcalloc(n ? n : 1, sizeof *it);
+    size_t todo = 0;
+    bool unknown = false;
+    enum chatd_err err = CHATD_OK;
+
+    for (size_t i = 0; i < n; i++) {
+        errs[i] = exchange_texts(s, &xs[i], &it[i].qtmp, &it[i].atmp, &it[i].q, &it[i].qlen,
+                                 &it[i].a, &it[i].alen);
+        todo += errs[i] == CHATD_OK;
+    }
+    if (todo == 0)
+        goto out;
+    if (todo == 1) {
+        for (size_t i = 0; i < n; i++)
+            if (!errs[i])
+                errs[i] = append_one(s, &xs[i], it[i].q, it[i].qlen, it[i].a, it[i].alen);
+        goto out;
+    }
+    for (int attempt = 0;; attempt++) {
+        if ((err = conn_get(s, &c, NULL, 0))) {
+            c = NULL; /* the server is unreachable: answer, do not retry */
+            break;
+        }
+        err = batch_once(c, xs, it, errs, n, &unknown);
+        if (!err || unknown || attempt > 0 || !c->retry)
+            break;
+    }
+    if (!err)
+        goto out; /* errs[] of the batch are CHATD_OK already */
+    if (unknown)
+        log_error("store: the connection to %s was lost during the COMMIT of %zu exchanges,"
+                  " which may or may not have been stored; reported failed, not retried",
+                  s->shown, todo);
+    if (!c || unknown) {
+        for (size_t i = 0; i < n; i++)
+            if (!errs[i])
+                errs[i] = CHATD_EDB;
+        goto out;
+    }
+    log_warn("store: a batch of %zu exchanges failed; storing them one at a time", todo);
+    bool down = false;
+    for (size_t i = 0; i < n; i++) {
+        if (errs[i])
+            continue;
+        if (down) {
+            errs[i] = CHATD_EDB;
+            continue;
+        }
+        errs[i] = append_one(s, &xs[i], it[i].q, it[i].qlen, it[i].a, it[i].alen);
+        down = errs[i] && (!c->db || c->broken);
+    }
+out:
+    for (size_t i = 0; i < n; i++) {
+        buf_release(&it[i].qtmp);
+        buf_release(&it[i].atmp);
+    }
+    free(it);
 }
 
 static enum chatd_err delete_once(struct my *s, struct conn *c, const char *id, int64_t now)
@@ -1618,6 +1763,7 @@ const struct store_ops store_mysql_ops = {
     .conversation_get = my_conversation_get,
     .history_tail = my_history_tail,
     .append_exchange = my_append_exchange,
+    .append_exchanges = my_append_exchanges,
     .delete_conversation = my_delete_conversation,
     .messages_after = my_messages_after,
     .conversations_after = my_conversations_after,

@@ -46,7 +46,11 @@
  * Writes: append_exchange is one transaction: the conversation is upserted
  * first (INSERT ... ON CONFLICT DO UPDATE), which locks its row, so
  * exchanges on one conversation take turns and get increasing ids; then
- * the two messages. delete is one statement in a transaction. The sweep
+ * the two messages. append_exchanges (the store's writer, group commit)
+ * writes a whole batch so in one transaction; how it keeps every result
+ * exact when that fails, and why a batch whose COMMIT lost the connection
+ * is reported failed and never retried, is told above pg_append_exchanges.
+ * delete is one statement in a transaction. The sweep
  * deletes batches of SWEEP_BATCH, each one autocommitted statement that
  * picks its rows with FOR UPDATE SKIP LOCKED, so instances sweeping at
  * once split the work instead of waiting on each other or deleting twice.
@@ -880,27 +884,28 @@ static enum chatd_err insert_message(struct conn *c, const char *conv, const cha
     return run_cmd(c, ST_INSERT_MSG, &p, false, "store message");
 }
 
-static enum chatd_err pg_append_exchange(void *be, const struct store_exchange *x)
+/* An exchange's texts as PostgreSQL text holds them (in qbuf/abuf if they
+ * needed repair), or CHATD_EDB (logged) if it cannot be stored at all. */
+static enum chatd_err exchange_texts(const struct store_exchange *x, struct buf *qbuf,
+                                     struct buf *abuf, const char **q, size_t *qn, const char **a,
+                                     size_t *an)
 {
-    struct pg *s = be;
-    struct conn *c = NULL;
-    struct buf qbuf = BUF_INIT, abuf = BUF_INIT;
-    struct params p = {0};
-    size_t qn, an;
-    const char *q = as_text(x->question ? x->question : "", x->question_len, &qbuf, &qn);
-    const char *a = as_text(x->answer ? x->answer : "", x->answer_len, &abuf, &an);
-    enum chatd_err err;
-
-    if (!fits_int(qn) || !fits_int(an) ||
+    *q = as_text(x->question ? x->question : "", x->question_len, qbuf, qn);
+    *a = as_text(x->answer ? x->answer : "", x->answer_len, abuf, an);
+    if (!fits_int(*qn) || !fits_int(*an) ||
         !utf8_valid(x->conversation_id, strlen(x->conversation_id))) {
         log_error("store: store exchange: a message over 2 GB or an id that is not UTF-8");
-        err = CHATD_EDB;
-        goto done;
+        return CHATD_EDB;
     }
-    if ((err = conn_get(s, &c, NULL, 0)))
-        goto done;
-    if ((err = run_cmd(c, ST_BEGIN, NULL, true, "store exchange")))
-        goto done;
+    return CHATD_OK;
+}
+
+/* The statements of one exchange, inside a transaction the caller owns. */
+static enum chatd_err write_exchange(struct conn *c, const struct store_exchange *x, const char *q,
+                                     size_t qn, const char *a, size_t an)
+{
+    struct params p = {0};
+    enum chatd_err err;
     p_str(&p, x->conversation_id);
     p_time(&p, x->user_time);
     p_time(&p, x->answer_time);
@@ -909,14 +914,138 @@ static enum chatd_err pg_append_exchange(void *be, const struct store_exchange *
         err = insert_message(c, x->conversation_id, "user", q, qn, x->user_time);
     if (!err)
         err = insert_message(c, x->conversation_id, "assistant", a, an, x->answer_time);
+    return err;
+}
+
+/* One exchange in its own transaction; q and a as exchange_texts gave. */
+static enum chatd_err append_one(struct pg *s, const struct store_exchange *x, const char *q,
+                                 size_t qn, const char *a, size_t an)
+{
+    struct conn *c;
+    enum chatd_err err;
+
+    if ((err = conn_get(s, &c, NULL, 0)))
+        return err;
+    if ((err = run_cmd(c, ST_BEGIN, NULL, true, "store exchange")))
+        return err;
+    err = write_exchange(c, x, q, qn, a, an);
     if (!err)
         err = run_cmd(c, ST_COMMIT, NULL, false, "commit exchange");
     if (err)
         rollback(c);
-done:
+    return err;
+}
+
+static enum chatd_err pg_append_exchange(void *be, const struct store_exchange *x)
+{
+    struct buf qbuf = BUF_INIT, abuf = BUF_INIT;
+    const char *q, *a;
+    size_t qn, an;
+    enum chatd_err err = exchange_texts(x, &qbuf, &abuf, &q, &qn, &a, &an);
+    if (!err)
+        err = append_one(be, x, q, qn, a, an);
     buf_release(&qbuf);
     buf_release(&abuf);
     return err;
+}
+
+/* One exchange of a batch, its texts ready. */
+struct item {
+    struct buf qbuf, abuf;
+    const char *q, *a;
+    size_t qn, an;
+};
+
+/*
+ * Group commit: BEGIN, the statements of every exchange, COMMIT: one
+ * transaction (and one WAL flush) for the batch. An exchange that cannot
+ * be stored at all (exchange_texts) is answered at once and left out.
+ *
+ * If the batch fails, every result must still be exact and nothing may be
+ * stored twice:
+ *   - no connection, or BEGIN fails even after the one reset run() allows:
+ *     nothing was sent, and the server is unreachable now. All answer
+ *     CHATD_EDB, so an outage costs one connection attempt per batch, not
+ *     one (of up to connect_timeout) per exchange.
+ *   - a statement before COMMIT fails (a refused value, a deadlock, the
+ *     connection lost): nothing is committed (the server rolls back the
+ *     transaction of a session that ends before COMMIT), so the batch is
+ *     rolled back and each exchange tried alone (append_one, whose first
+ *     call resets a lost connection). Once one of those finds the
+ *     connection lost again the rest answer CHATD_EDB without trying.
+ *   - COMMIT fails with the server's answer (the connection is fine): the
+ *     transaction was rolled back; each is tried alone as above.
+ *   - COMMIT fails with the connection lost: the batch may or may not have
+ *     been committed, and there is no way to ask. Trying again could store
+ *     every exchange twice, so nothing is retried and all answer CHATD_EDB
+ *     (as append_exchange answers for its own lost COMMIT): an exchange
+ *     reported failed may in fact be stored, never one stored twice.
+ */
+static void pg_append_exchanges(void *be, const struct store_exchange *xs, size_t n,
+                                enum chatd_err *errs)
+{
+    struct pg *s = be;
+    struct conn *c = NULL;
+    struct item *it = xcalloc(n ? n : 1, sizeof *it);
+    size_t todo = 0;
+    enum chatd_err err = CHATD_OK;
+
+    for (size_t i = 0; i < n; i++) {
+        errs[i] = exchange_texts(&xs[i], &it[i].qbuf, &it[i].abuf, &it[i].q, &it[i].qn, &it[i].a,
+                                 &it[i].an);
+        todo += errs[i] == CHATD_OK;
+    }
+    if (todo == 0)
+        goto out;
+    if (todo == 1) {
+        for (size_t i = 0; i < n; i++)
+            if (!errs[i])
+                errs[i] = append_one(s, &xs[i], it[i].q, it[i].qn, it[i].a, it[i].an);
+        goto out;
+    }
+    if ((err = conn_get(s, &c, NULL, 0)) ||
+        (err = run_cmd(c, ST_BEGIN, NULL, true, "store exchanges"))) {
+        for (size_t i = 0; i < n; i++)
+            if (!errs[i])
+                errs[i] = err;
+        goto out;
+    }
+    for (size_t i = 0; i < n && !err; i++)
+        if (!errs[i])
+            err = write_exchange(c, &xs[i], it[i].q, it[i].qn, it[i].a, it[i].an);
+    if (!err) {
+        err = run_cmd(c, ST_COMMIT, NULL, false, "commit exchanges");
+        if (!err)
+            goto out; /* errs[] of the batch are CHATD_OK already */
+        if (PQstatus(c->db) != CONNECTION_OK) {
+            log_error("store: the connection was lost during the COMMIT of %zu exchanges, which"
+                      " may or may not have been stored; reported failed, not retried",
+                      todo);
+            for (size_t i = 0; i < n; i++)
+                if (!errs[i])
+                    errs[i] = CHATD_EDB;
+            goto out;
+        }
+    }
+    rollback(c);
+    log_warn("store: a batch of %zu exchanges failed; storing them one at a time", todo);
+    bool lost = false;
+    for (size_t i = 0; i < n; i++) {
+        if (errs[i])
+            continue;
+        if (lost) {
+            errs[i] = CHATD_EDB;
+            continue;
+        }
+        errs[i] = append_one(s, &xs[i], it[i].q, it[i].qn, it[i].a, it[i].an);
+        lost = errs[i] && PQstatus(c->db) != CONNECTION_OK;
+    }
+out:
+    for (size_t i = 0; i < n; i++) {
+        buf_release(&it[i].qbuf);
+        buf_release(&it[i].abuf);
+    }
+    free(it);
 }
 
 static enum chatd_err pg_delete_conversation(void *be, const char *id, int64_t now)
@@ -1093,6 +1222,7 @@ const struct store_ops store_postgres_ops = {
     .conversation_get = pg_conversation_get,
     .history_tail = pg_history_tail,
     .append_exchange = pg_append_exchange,
+    .append_exchanges = pg_append_exchanges,
     .delete_conversation = pg_delete_conversation,
     .messages_after = pg_messages_after,
     .conversations_after = pg_conversations_after,

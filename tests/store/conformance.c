@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/buf.h"
@@ -1108,6 +1109,298 @@ static void test_free_closes_connections_of_live_threads(void **state)
     assert_int_equal(n, 1);
 }
 
+/* ---- group commit (store_append_exchange_async) ---- */
+
+enum { ASYNC_THREADS = 4, ASYNC_EACH = 300, ASYNC_PAGE = 500 };
+
+/* One queued exchange's callback: how often it ran, with what. */
+struct slot {
+    int calls;
+    enum chatd_err err;
+};
+
+/* Callbacks run on the store's writer thread; the test waits on this. */
+struct written {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    size_t calls;
+};
+
+struct async_arg {
+    struct written *w;
+    struct slot *slot;
+};
+
+struct async_worker {
+    struct store *st;
+    struct written *w;
+    int no;
+    const char *shared;
+    char own[UUID_STR_LEN + 1];
+    struct slot slot[ASYNC_EACH][2]; /* [k][0] own, [k][1] shared */
+    struct async_arg arg[ASYNC_EACH][2];
+};
+
+/* Exchange k of thread no: the question at user_time, the answer 0.5 ms
+ * later; times increase in each thread's queue order. */
+static int64_t async_user_time(int no, int k)
+{
+    return T0 + ((int64_t)k * ASYNC_THREADS + no) * 1000;
+}
+
+static int64_t async_answer_time(int no, int k)
+{
+    return async_user_time(no, k) + 500;
+}
+
+static void async_done(void *p, enum chatd_err err)
+{
+    struct async_arg *a = p;
+    pthread_mutex_lock(&a->w->lock);
+    a->slot->calls++;
+    a->slot->err = err;
+    a->w->calls++;
+    pthread_cond_broadcast(&a->w->cond);
+    pthread_mutex_unlock(&a->w->lock);
+}
+
+static void async_queue(struct async_worker *aw, int k, int which)
+{
+    char q[48], a[48];
+    snprintf(q, sizeof q, "q-%d-%d-%c", aw->no, k, which ? 's' : 'o');
+    snprintf(a, sizeof a, "a-%d-%d-%c", aw->no, k, which ? 's' : 'o');
+    struct store_exchange x = {.conversation_id = which ? aw->shared : aw->own,
+                               .question = q,
+                               .question_len = strlen(q),
+                               .answer = a,
+                               .answer_len = strlen(a),
+                               .user_time = async_user_time(aw->no, k),
+                               .answer_time = async_answer_time(aw->no, k)};
+    aw->arg[k][which] = (struct async_arg){.w = aw->w, .slot = &aw->slot[k][which]};
+    store_append_exchange_async(aw->st, &x, async_done, &aw->arg[k][which]);
+}
+
+static void *async_main(void *p)
+{
+    struct async_worker *aw = p;
+    for (int k = 0; k < ASYNC_EACH; k++) {
+        async_queue(aw, k, 0);
+        async_queue(aw, k, 1);
+    }
+    return NULL;
+}
+
+/* Waits (at most two minutes) until `want` callbacks have run. */
+static size_t wait_written(struct written *w, size_t want)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 120;
+    pthread_mutex_lock(&w->lock);
+    while (w->calls < want && pthread_cond_timedwait(&w->cond, &w->lock, &until) == 0)
+        ;
+    size_t got = w->calls;
+    pthread_mutex_unlock(&w->lock);
+    return got;
+}
+
+/* Streams a conversation's messages, checking that each exchange is whole
+ * and contiguous (its question, then its own answer, at their exact times)
+ * and that each thread's exchanges come in the order it queued them. */
+struct async_check {
+    char tag;                /* 'o' own or 's' shared */
+    int next[ASYNC_THREADS]; /* the k each thread's next exchange must have */
+    int no, k;               /* the question waiting for its answer; no = -1: none */
+    int64_t last_id, last_time;
+    size_t n;
+    int bad;
+    char why[160];
+};
+
+static void async_bad(struct async_check *ck, const struct store_message *m, const char *what)
+{
+    if (!ck->bad++)
+        snprintf(ck->why, sizeof ck->why, "message %zu (%.*s: %.*s): %s", ck->n, (int)m->role_len,
+                 m->role, (int)(m->content_len < 40 ? m->content_len : 40), m->content, what);
+}
+
+static int async_check_row(void *arg, const struct store_message *m)
+{
+    struct async_check *ck = arg;
+    char text[64];
+    int no, k;
+    char tag, end;
+
+    if (ck->n && m->id <= ck->last_id)
+        async_bad(ck, m, "ids do not increase");
+    ck->last_id = m->id;
+    ck->last_time = m->timestamp;
+    if (ck->no < 0) {
+        snprintf(text, sizeof text, "%.*s", (int)(m->content_len < 63 ? m->content_len : 63),
+                 m->content);
+        if (m->role_len != 4 || memcmp(m->role, "user", 4) != 0)
+            async_bad(ck, m, "a question was expected");
+        else if (sscanf(text, "q-%d-%d-%c%c", &no, &k, &tag, &end) != 3 || tag != ck->tag ||
+                 no < 0 || no >= ASYNC_THREADS)
+            async_bad(ck, m, "not a question of this test");
+        else if (k != ck->next[no])
+            async_bad(ck, m, "out of its thread's order");
+        else if (m->timestamp != async_user_time(no, k))
+            async_bad(ck, m, "wrong question time");
+        else {
+            ck->no = no;
+            ck->k = k;
+        }
+    } else {
+        snprintf(text, sizeof text, "a-%d-%d-%c", ck->no, ck->k, ck->tag);
+        if (m->role_len != 9 || memcmp(m->role, "assistant", 9) != 0 ||
+            m->content_len != strlen(text) || memcmp(m->content, text, m->content_len) != 0)
+            async_bad(ck, m, "not the answer of the question before it");
+        else if (m->timestamp != async_answer_time(ck->no, ck->k))
+            async_bad(ck, m, "wrong answer time");
+        ck->next[ck->no]++;
+        ck->no = -1;
+    }
+    ck->n++;
+    return 0;
+}
+
+/* Checks a conversation of the test through the interface; ck->next then
+ * holds the number of exchanges of each thread found in it. */
+static void async_verify(struct store *st, const char *id, char tag, size_t exchanges,
+                         struct async_check *ck)
+{
+    struct store_conversation c;
+    size_t got;
+
+    *ck = (struct async_check){.tag = tag, .no = -1};
+    assert_int_equal(store_conversation_get(st, id, T0 + TTL, true, &c), CHATD_OK);
+    assert_int_equal(c.message_count, 2 * exchanges);
+    do {
+        assert_int_equal(
+            store_messages_after(st, id, ck->last_id, ASYNC_PAGE, async_check_row, ck, &got),
+            CHATD_OK);
+    } while (got == ASYNC_PAGE && !ck->bad);
+    if (ck->bad)
+        print_error("conversation %s: %s\n", id, ck->why);
+    assert_int_equal(ck->bad, 0);
+    assert_int_equal(ck->n, 2 * exchanges);
+    assert_int_equal(ck->no, -1);
+    /* Created by its first exchange; last_active moved by each, so it is
+     * the answer time of the one written last, the newest. */
+    struct rows *first = rows_new();
+    first->stop_after = 1;
+    assert_int_equal(store_messages_after(st, id, 0, 1, collect, first, &got), CHATD_OK);
+    assert_int_equal(got, 1);
+    assert_int_equal(c.created_at, first->r[0].timestamp);
+    rows_free(first);
+    assert_int_equal(c.last_active, ck->last_time);
+}
+
+static struct async_worker *async_run(struct store *st, struct written *w, const char *shared)
+{
+    struct async_worker *aw = calloc(ASYNC_THREADS, sizeof *aw);
+    pthread_t t[ASYNC_THREADS];
+    assert_non_null(aw);
+    for (int i = 0; i < ASYNC_THREADS; i++) {
+        aw[i].st = st;
+        aw[i].w = w;
+        aw[i].no = i;
+        aw[i].shared = shared;
+        new_id(aw[i].own);
+        assert_int_equal(pthread_create(&t[i], NULL, async_main, &aw[i]), 0);
+    }
+    for (int i = 0; i < ASYNC_THREADS; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+    return aw;
+}
+
+/* Every callback ran exactly once, with `want`. */
+static void async_slots_are(const struct async_worker *aw, enum chatd_err want)
+{
+    for (int i = 0; i < ASYNC_THREADS; i++) {
+        for (int k = 0; k < ASYNC_EACH; k++) {
+            for (int which = 0; which < 2; which++) {
+                assert_int_equal(aw[i].slot[k][which].calls, 1);
+                assert_int_equal(aw[i].slot[k][which].err, want);
+            }
+        }
+    }
+}
+
+static void async_verify_all(struct store *st, const struct async_worker *aw, const char *shared)
+{
+    struct async_check ck;
+    int64_t n;
+    for (int i = 0; i < ASYNC_THREADS; i++) {
+        async_verify(st, aw[i].own, 'o', ASYNC_EACH, &ck);
+        for (int j = 0; j < ASYNC_THREADS; j++)
+            assert_int_equal(ck.next[j], j == i ? ASYNC_EACH : 0);
+        struct store_conversation c;
+        assert_int_equal(store_conversation_get(st, aw[i].own, T0 + TTL, false, &c), CHATD_OK);
+        assert_int_equal(c.created_at, async_user_time(i, 0));
+        assert_int_equal(c.last_active, async_answer_time(i, ASYNC_EACH - 1));
+    }
+    async_verify(st, shared, 's', (size_t)ASYNC_THREADS * ASYNC_EACH, &ck);
+    for (int j = 0; j < ASYNC_THREADS; j++)
+        assert_int_equal(ck.next[j], ASYNC_EACH);
+    assert_int_equal(store_count_active(st, T0 + TTL, &n), CHATD_OK);
+    assert_int_equal(n, ASYNC_THREADS + 1);
+}
+
+/* Group commit: threads queue exchanges to their own conversation and to
+ * one shared by all; the writer stores them in batches. Each callback runs
+ * once, with CHATD_OK, and what is stored is exactly what was queued, each
+ * exchange whole, each thread's in its order. */
+static void test_async_append(void **state)
+{
+    struct fx *f = *state;
+    struct written w = {.calls = 0};
+    char shared[UUID_STR_LEN + 1];
+    const size_t total = (size_t)ASYNC_THREADS * ASYNC_EACH * 2;
+
+    pthread_mutex_init(&w.lock, NULL);
+    pthread_cond_init(&w.cond, NULL);
+    new_id(shared);
+    struct async_worker *aw = async_run(f->st, &w, shared);
+    assert_int_equal(wait_written(&w, total), total);
+    async_slots_are(aw, CHATD_OK);
+    async_verify_all(f->st, aw, shared);
+    /* Nothing more is called later, not even by store_free. */
+    store_free(f->st);
+    f->st = NULL;
+    assert_int_equal(w.calls, total);
+    async_slots_are(aw, CHATD_OK);
+    f->st = open_store(TTL);
+    free(aw);
+    pthread_cond_destroy(&w.cond);
+    pthread_mutex_destroy(&w.lock);
+}
+
+/* store_free() right after queueing writes everything first: when it
+ * returns every callback has run, and a new store finds the data. */
+static void test_async_free_waits(void **state)
+{
+    struct fx *f = *state;
+    struct written w = {.calls = 0};
+    char shared[UUID_STR_LEN + 1];
+    const size_t total = (size_t)ASYNC_THREADS * ASYNC_EACH * 2;
+
+    pthread_mutex_init(&w.lock, NULL);
+    pthread_cond_init(&w.cond, NULL);
+    new_id(shared);
+    struct async_worker *aw = async_run(f->st, &w, shared);
+    store_free(f->st);
+    f->st = NULL;
+    assert_int_equal(w.calls, total);
+    async_slots_are(aw, CHATD_OK);
+    f->st = open_store(TTL);
+    async_verify_all(f->st, aw, shared);
+    free(aw);
+    pthread_cond_destroy(&w.cond);
+    pthread_mutex_destroy(&w.lock);
+}
+
 /* ---- main ---- */
 
 static void remove_dir(const char *dir)
@@ -1169,6 +1462,8 @@ int main(int argc, char **argv)
         T(test_callbacks_may_nest_other_calls),
         T(test_threads_append_concurrently),
         T(test_free_closes_connections_of_live_threads),
+        T(test_async_append),
+        T(test_async_free_waits),
     };
     int rc = cmocka_run_group_tests_name("store conformance", tests, NULL, NULL);
     if (g_dir[0])
