@@ -8,9 +8,9 @@
  * mysql://user@host:port/db: never the password. "localhost" means the
  * local socket, as everywhere in MySQL; 127.0.0.1 means TCP.
  *
- * Connections: one per calling thread, found through a pthread key, on a
- * list so that close() can finish those of threads still alive; a thread
- * that exits closes its own (and calls mysql_thread_end). Each connection
+ * Connections: one per calling thread, kept in the per-thread registry of
+ * conns.h, so that close() can finish those of threads still alive; a
+ * thread that exits closes its own (and calls mysql_thread_end). Each connection
  * is utf8mb4, time_zone +00:00, sql_mode STRICT_ALL_TABLES (so a value
  * that does not fit is an error, never silently cut) and READ COMMITTED
  * (fewer gap locks between instances that sweep at once). Statements are
@@ -71,6 +71,7 @@
 #include "core/log.h"
 #include "core/timefmt.h"
 #include "store/backend.h"
+#include "store/conns.h"
 
 #define CONNECT_TIMEOUT_S 5
 #define IO_TIMEOUT_S      30 /* longer than the lock wait below */
@@ -221,14 +222,13 @@ struct row {
 struct my {
     char *host, *user, *password, *dbname; /* connection parameters; password never shown */
     unsigned port;
-    char *shown;        /* mysql://user@host:port/db, for messages */
-    int64_t ttl;        /* usec of inactivity before expiry */
-    size_t content_max; /* bytes messages.content holds */
-    pthread_key_t key;  /* this thread's struct conn */
-    bool has_key;
-    pthread_mutex_t lock; /* guards conns */
-    struct conn *conns;   /* every connection */
-    atomic_bool down;     /* the server was found unreachable: quieter logs until back */
+    char *shown;              /* mysql://user@host:port/db, for messages */
+    int64_t ttl;              /* usec of inactivity before expiry */
+    size_t content_max;       /* bytes messages.content holds */
+    bool has_library;         /* library_acquire() succeeded */
+    struct store_conns conns; /* every thread's connection */
+    bool has_conns;           /* conns was initialised */
+    atomic_bool down;         /* the server was found unreachable: quieter logs until back */
     atomic_bool bad_time_logged;
 };
 
@@ -237,12 +237,12 @@ struct conn {
     MYSQL *db; /* NULL: not connected */
     MYSQL_STMT *st[ST_COUNT_];
     struct row row[ST_COUNT_];
-    bool busy[ST_COUNT_];     /* statement taken by a call in progress */
-    int depth;                /* row callbacks running: no reconnect under them */
-    bool broken;              /* lost or out of sync: reconnect before the next call */
-    bool retry;               /* the last failure may be retried once */
-    char last_error[512];     /* the server's reason for the last failure */
-    struct conn *prev, *next; /* on owner->conns */
+    bool busy[ST_COUNT_];        /* statement taken by a call in progress */
+    int depth;                   /* row callbacks running: no reconnect under them */
+    bool broken;                 /* lost or out of sync: reconnect before the next call */
+    bool retry;                  /* the last failure may be retried once */
+    char last_error[512];        /* the server's reason for the last failure */
+    struct store_conn_link link; /* in owner->conns */
 };
 
 /* ---- library set-up ---- */
@@ -474,47 +474,28 @@ static bool conn_connect(struct conn *c, char *why, size_t why_len)
     return true;
 }
 
-static void conn_unlink(struct my *s, struct conn *c)
+/* The registry's close function (conns.h): a thread that exits also
+ * leaves the client library. */
+static void conn_close_link(struct store_conn_link *l, bool thread_exit)
 {
-    pthread_mutex_lock(&s->lock);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
-    pthread_mutex_unlock(&s->lock);
-}
-
-/* pthread key destructor: the thread is exiting and takes its connection. */
-static void conn_thread_exit(void *p)
-{
-    struct conn *c = p;
-    conn_unlink(c->owner, c);
-    conn_free(c);
-    mysql_thread_end();
+    conn_free(STORE_CONN_OF(l, struct conn, link));
+    if (thread_exit)
+        mysql_thread_end();
 }
 
 /* This thread's connection object, created on its first call. */
 static struct conn *conn_of_thread(struct my *s)
 {
-    struct conn *c = pthread_getspecific(s->key);
-    if (c)
-        return c;
-    c = xcalloc(1, sizeof *c);
+    struct store_conn_link *l = store_conns_mine(&s->conns);
+    if (l)
+        return STORE_CONN_OF(l, struct conn, link);
+    struct conn *c = xcalloc(1, sizeof *c);
     c->owner = s;
-    if (pthread_setspecific(s->key, c) != 0) {
+    if (!store_conns_add(&s->conns, &c->link)) {
         free(c);
         return NULL;
     }
     mysql_thread_init();
-    pthread_mutex_lock(&s->lock);
-    c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
-    pthread_mutex_unlock(&s->lock);
     return c;
 }
 
@@ -869,27 +850,12 @@ static void clean_text(const char **p, size_t *n, struct buf *tmp)
 static void my_close(void *be)
 {
     struct my *s = be;
-    struct conn *c, *next;
 
     if (!s)
         return;
-    bool had_conn = false;
-    if (s->has_key) {
-        had_conn = pthread_getspecific(s->key) != NULL;
-        pthread_setspecific(s->key, NULL);
-        pthread_key_delete(s->key);
-    }
-    pthread_mutex_lock(&s->lock);
-    c = s->conns;
-    s->conns = NULL;
-    pthread_mutex_unlock(&s->lock);
-    for (; c; c = next) {
-        next = c->next;
-        conn_free(c);
-    }
-    if (had_conn)
+    /* This thread leaves the client library too if it had a connection. */
+    if (s->has_conns && store_conns_fini(&s->conns))
         mysql_thread_end();
-    pthread_mutex_destroy(&s->lock);
     free(s->host);
     free(s->user);
     if (s->password) {
@@ -898,7 +864,7 @@ static void my_close(void *be)
     }
     free(s->dbname);
     free(s->shown);
-    if (s->has_key)
+    if (s->has_library)
         library_release();
     free(s);
 }
@@ -1062,7 +1028,6 @@ static enum chatd_err my_open(const char *target, const struct store_options *op
     s->ttl = opt->session_ttl;
     atomic_init(&s->down, false);
     atomic_init(&s->bad_time_logged, false);
-    pthread_mutex_init(&s->lock, NULL);
     if ((bad = parse_url(s, target, opt->password))) {
         store_set_why(why, why_len, "cannot parse the mysql url: %s", bad);
         err = CHATD_EINVAL;
@@ -1073,13 +1038,13 @@ static enum chatd_err my_open(const char *target, const struct store_options *op
         err = CHATD_EDB;
         goto out;
     }
-    if (pthread_key_create(&s->key, conn_thread_exit) != 0) {
-        library_release();
+    s->has_library = true;
+    s->has_conns = true;
+    if (!store_conns_init(&s->conns, conn_close_link)) {
         store_set_why(why, why_len, "cannot create a thread key for the store");
         err = CHATD_EDB;
         goto out;
     }
-    s->has_key = true;
     if (!(c = conn_of_thread(s))) {
         store_set_why(why, why_len, "cannot keep a connection for this thread");
         err = CHATD_EDB;

@@ -9,10 +9,9 @@
  * never logged: messages name the server as user@host:port/dbname.
  *
  * Connections: one per calling thread, made on that thread's first call and
- * found again through a pthread key; every connection is also on a list in
- * the backend so that close() can finish them all (as in sqlite.c). A thread
- * that exits finishes its own. Statements are prepared on a connection the
- * first time it needs them (PQprepare) and run with PQexecPrepared, binary
+ * kept in the per-thread registry of conns.h (as in sqlite.c), so that
+ * close() can finish them all; a thread that exits finishes its own. Statements are prepared on a
+ * connection the first time it needs them (PQprepare) and run with PQexecPrepared, binary
  * parameters and binary results: no text formatting or parsing of numbers
  * and times, and nothing depends on DateStyle or TimeZone.
  *
@@ -73,6 +72,7 @@
 #include "core/log.h"
 #include "core/timefmt.h"
 #include "store/backend.h"
+#include "store/conns.h"
 
 #define SWEEP_BATCH     500
 #define CONNECT_TIMEOUT "5" /* seconds, unless the URL sets connect_timeout */
@@ -226,22 +226,20 @@ static const char *const stmt_name[ST_COUNT_] = {
 };
 
 struct pg {
-    const char **keywords; /* libpq connection parameters, NULL-terminated */
-    const char **values;   /* ... their values (owned, one may be a secret) */
-    size_t nparams;        /* entries used in both */
-    char *where;           /* user@host:port/dbname, for messages */
-    int64_t ttl;           /* usec of inactivity before expiry */
-    pthread_key_t key;     /* this thread's struct conn */
-    bool has_key;          /* key was created */
-    pthread_mutex_t lock;  /* guards conns */
-    struct conn *conns;    /* every connection */
+    const char **keywords;    /* libpq connection parameters, NULL-terminated */
+    const char **values;      /* ... their values (owned, one may be a secret) */
+    size_t nparams;           /* entries used in both */
+    char *where;              /* user@host:port/dbname, for messages */
+    int64_t ttl;              /* usec of inactivity before expiry */
+    struct store_conns conns; /* every thread's connection */
+    bool has_conns;           /* conns was initialised */
 };
 
 struct conn {
     struct pg *owner;
     PGconn *db;
-    bool prepared[ST_COUNT_]; /* on the current session */
-    struct conn *prev, *next; /* on owner->conns */
+    bool prepared[ST_COUNT_];    /* on the current session */
+    struct store_conn_link link; /* in owner->conns */
 };
 
 /* ---- parameters ---- */
@@ -448,38 +446,11 @@ static struct conn *conn_new(struct pg *s)
     return c;
 }
 
-static void conn_unlink(struct pg *s, struct conn *c)
+/* The registry's close function (conns.h). */
+static void conn_close_link(struct store_conn_link *l, bool thread_exit)
 {
-    pthread_mutex_lock(&s->lock);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
-    pthread_mutex_unlock(&s->lock);
-}
-
-/* pthread key destructor: the thread is exiting and takes its connection. */
-static void conn_thread_exit(void *p)
-{
-    struct conn *c = p;
-    conn_unlink(c->owner, c);
-    conn_close(c);
-}
-
-static bool conn_register(struct pg *s, struct conn *c)
-{
-    if (pthread_setspecific(s->key, c) != 0)
-        return false;
-    pthread_mutex_lock(&s->lock);
-    c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
-    pthread_mutex_unlock(&s->lock);
-    return true;
+    (void)thread_exit;
+    conn_close(STORE_CONN_OF(l, struct conn, link));
 }
 
 /* Makes a bad connection good again, or says why not (logged). */
@@ -500,11 +471,12 @@ static enum chatd_err conn_reset(struct conn *c, char *why, size_t why_len)
 /* This thread's connection, made if it has none, reset if it is bad. */
 static enum chatd_err conn_get(struct pg *s, struct conn **out, char *why, size_t why_len)
 {
-    struct conn *c = pthread_getspecific(s->key);
+    struct store_conn_link *l = store_conns_mine(&s->conns);
+    struct conn *c = l ? STORE_CONN_OF(l, struct conn, link) : NULL;
     *out = NULL;
     if (!c) {
         c = conn_new(s);
-        if (!c || !conn_register(s, c)) {
+        if (!c || !store_conns_add(&s->conns, &c->link)) {
             log_error("store: cannot keep a postgresql connection for this thread");
             store_set_why(why, why_len, "cannot keep a connection for this thread");
             conn_close(c);
@@ -624,25 +596,11 @@ static bool fits_int(size_t n)
 static void pg_close(void *be)
 {
     struct pg *s = be;
-    struct conn *c, *next;
 
     if (!s)
         return;
-    /* After pthread_key_delete no thread runs the destructor any more, so
-     * the connections of threads still alive are ours to close. */
-    if (s->has_key) {
-        pthread_setspecific(s->key, NULL);
-        pthread_key_delete(s->key);
-    }
-    pthread_mutex_lock(&s->lock);
-    c = s->conns;
-    s->conns = NULL;
-    pthread_mutex_unlock(&s->lock);
-    for (; c; c = next) {
-        next = c->next;
-        conn_close(c);
-    }
-    pthread_mutex_destroy(&s->lock);
+    if (s->has_conns)
+        store_conns_fini(&s->conns);
     for (size_t i = 0; i < s->nparams; i++) {
         if (strcmp(s->keywords[i], "password") == 0)
             explicit_bzero((char *)s->values[i], strlen(s->values[i]));
@@ -733,15 +691,14 @@ static enum chatd_err pg_open(const char *target, const struct store_options *op
     }
     s = xcalloc(1, sizeof *s);
     s->ttl = opt->session_ttl;
-    pthread_mutex_init(&s->lock, NULL);
-    if ((err = parse_url(s, target, opt->password, why, why_len)))
-        goto out;
-    if (pthread_key_create(&s->key, conn_thread_exit) != 0) {
+    s->has_conns = true;
+    if (!store_conns_init(&s->conns, conn_close_link)) {
         store_set_why(why, why_len, "cannot create a thread key for the store");
         err = CHATD_EDB;
         goto out;
     }
-    s->has_key = true;
+    if ((err = parse_url(s, target, opt->password, why, why_len)))
+        goto out;
     c = conn_new(s);
     if (!c || PQstatus(c->db) != CONNECTION_OK) {
         store_set_why(why, why_len, "cannot connect to postgresql '%s': %s", s->where,
@@ -771,7 +728,7 @@ static enum chatd_err pg_open(const char *target, const struct store_options *op
         goto out;
     }
     PQclear(r);
-    if (!conn_register(s, c)) {
+    if (!store_conns_add(&s->conns, &c->link)) {
         store_set_why(why, why_len, "cannot keep a connection for this thread");
         conn_close(c);
         err = CHATD_EDB;

@@ -2,9 +2,8 @@
  * sqlite.c - the SQLite backend of store.h (SQLite 3.40, WAL).
  *
  * Connections: one per calling thread, opened on that thread's first call
- * and found again through a pthread key; every connection is also on a
- * list in the backend so that close() can finish them all. A thread that
- * exits closes its own connection (key destructor). close() may run while
+ * and kept in the per-thread registry of conns.h, so that close() can
+ * finish them all; a thread that exits closes its own. close() may run while
  * threads that used the store are still alive, but not while one of them
  * is exiting (main() joins its threads first). Each connection runs
  * journal_mode=WAL (checked), synchronous=NORMAL, foreign_keys=ON and a
@@ -58,6 +57,7 @@
 #include "core/log.h"
 #include "core/timefmt.h"
 #include "store/backend.h"
+#include "store/conns.h"
 
 #define BUSY_TIMEOUT_MS  5000
 #define PROBE_TIMEOUT_MS 1000
@@ -157,11 +157,9 @@ static const char *const stmt_sql[ST_COUNT_] = {
 struct sq {
     char *path;                  /* the database file, as given */
     int64_t ttl;                 /* usec of inactivity before expiry */
-    pthread_key_t key;           /* this thread's struct conn */
-    bool has_key;                /* key was created */
-    pthread_mutex_t lock;        /* guards conns */
+    struct store_conns conns;    /* every thread's connection */
+    bool has_conns;              /* conns was initialised */
     pthread_mutex_t write_lock;  /* held for the whole of a write transaction */
-    struct conn *conns;          /* every open connection */
     atomic_bool bad_time_logged; /* an unparseable time was logged */
     pthread_mutex_t probe_lock;  /* guards the three below */
     int64_t probed_at;           /* monotonic usec of the last probe, 0 = never */
@@ -173,9 +171,9 @@ struct conn {
     struct sq *owner;
     sqlite3 *db;
     sqlite3_stmt *st[ST_COUNT_];
-    bool busy[ST_COUNT_];     /* statement taken by a call in progress */
-    bool writing;             /* holds owner->write_lock, in a write transaction */
-    struct conn *prev, *next; /* on owner->conns */
+    bool busy[ST_COUNT_];        /* statement taken by a call in progress */
+    bool writing;                /* holds owner->write_lock, in a write transaction */
+    struct store_conn_link link; /* in owner->conns */
 };
 
 /* ---- connections ---- */
@@ -259,38 +257,11 @@ fail:
     return NULL;
 }
 
-static void conn_unlink(struct sq *s, struct conn *c)
+/* The registry's close function (conns.h). */
+static void conn_close_link(struct store_conn_link *l, bool thread_exit)
 {
-    pthread_mutex_lock(&s->lock);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
-    pthread_mutex_unlock(&s->lock);
-}
-
-/* pthread key destructor: the thread is exiting and takes its connection. */
-static void conn_thread_exit(void *p)
-{
-    struct conn *c = p;
-    conn_unlink(c->owner, c);
-    conn_close(c);
-}
-
-static bool conn_register(struct sq *s, struct conn *c)
-{
-    if (pthread_setspecific(s->key, c) != 0)
-        return false;
-    pthread_mutex_lock(&s->lock);
-    c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
-    pthread_mutex_unlock(&s->lock);
-    return true;
+    (void)thread_exit;
+    conn_close(STORE_CONN_OF(l, struct conn, link));
 }
 
 static bool file_moved(struct conn *c)
@@ -306,12 +277,12 @@ static bool file_moved(struct conn *c)
 static enum chatd_err conn_get(struct sq *s, struct conn **out, char *why, size_t why_len)
 {
     char reason[512];
-    struct conn *c = pthread_getspecific(s->key);
+    struct store_conn_link *l = store_conns_mine(&s->conns);
+    struct conn *c = l ? STORE_CONN_OF(l, struct conn, link) : NULL;
 
     if (c && file_moved(c)) {
         log_warn("store: database file '%s' was deleted or replaced; reconnecting", s->path);
-        pthread_setspecific(s->key, NULL);
-        conn_unlink(s, c);
+        store_conns_forget(&s->conns, &c->link);
         conn_close(c);
         c = NULL;
     }
@@ -322,7 +293,7 @@ static enum chatd_err conn_get(struct sq *s, struct conn **out, char *why, size_
             store_set_why(why, why_len, "%s", reason);
             return CHATD_EDB;
         }
-        if (!conn_register(s, c)) {
+        if (!store_conns_add(&s->conns, &c->link)) {
             log_error("store: cannot keep a connection for this thread");
             store_set_why(why, why_len, "cannot keep a connection for this thread");
             conn_close(c);
@@ -542,25 +513,11 @@ static enum chatd_err count_one(struct conn *c, sqlite3_stmt *st, const char *wh
 static void sq_close(void *be)
 {
     struct sq *s = be;
-    struct conn *c, *next;
 
     if (!s)
         return;
-    /* After pthread_key_delete no thread runs the destructor any more, so
-     * the connections of threads still alive are ours to close. */
-    if (s->has_key) {
-        pthread_setspecific(s->key, NULL);
-        pthread_key_delete(s->key);
-    }
-    pthread_mutex_lock(&s->lock);
-    c = s->conns;
-    s->conns = NULL;
-    pthread_mutex_unlock(&s->lock);
-    for (; c; c = next) {
-        next = c->next;
-        conn_close(c);
-    }
-    pthread_mutex_destroy(&s->lock);
+    if (s->has_conns)
+        store_conns_fini(&s->conns);
     pthread_mutex_destroy(&s->write_lock);
     pthread_mutex_destroy(&s->probe_lock);
     free(s->path);
@@ -590,21 +547,20 @@ static enum chatd_err sq_open(const char *target, const struct store_options *op
     s->path = xstrdup(target);
     s->ttl = opt->session_ttl;
     atomic_init(&s->bad_time_logged, false);
-    pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->write_lock, NULL);
     pthread_mutex_init(&s->probe_lock, NULL);
-    if (pthread_key_create(&s->key, conn_thread_exit) != 0) {
+    s->has_conns = true;
+    if (!store_conns_init(&s->conns, conn_close_link)) {
         store_set_why(why, why_len, "cannot create a thread key for the store");
         err = CHATD_EDB;
         goto out;
     }
-    s->has_key = true;
     c = conn_open(s, true, why, why_len);
     if (!c) {
         err = CHATD_EDB;
         goto out;
     }
-    if (!conn_register(s, c)) {
+    if (!store_conns_add(&s->conns, &c->link)) {
         store_set_why(why, why_len, "cannot keep a connection for this thread");
         conn_close(c);
         err = CHATD_EDB;
