@@ -37,6 +37,7 @@
 #include <strings.h>
 
 #include "core/alloc.h"
+#include "core/url.h"
 
 enum setting_id {
     S_HOST,
@@ -265,40 +266,6 @@ static bool has_control(const char *s)
     return false;
 }
 
-/* Percent-decodes s[0..n) into a new string; NULL on a bad escape or %00. */
-static char *pct_decode(const char *s, size_t n)
-{
-    char *out = xmalloc(n + 1);
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] != '%') {
-            out[o++] = s[i];
-            continue;
-        }
-        int v = 0;
-        for (size_t k = 1; k <= 2; k++) {
-            char c = i + k < n ? s[i + k] : '\0';
-            int d = c >= '0' && c <= '9'   ? c - '0'
-                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                    : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                           : -1;
-            if (d < 0) {
-                free(out);
-                return NULL;
-            }
-            v = v * 16 + d;
-        }
-        if (v == 0) {
-            free(out);
-            return NULL;
-        }
-        out[o++] = (char)v;
-        i += 2;
-    }
-    out[o] = '\0';
-    return out;
-}
-
 /* The pieces of scheme://[userinfo@]host[:port][/path], borrowed from the
  * URL text. */
 struct authority {
@@ -410,18 +377,18 @@ static const char *parse_db(const char *v, struct db_url *u)
         const char *colon = memchr(a.userinfo, ':', a.userinfo_len);
         size_t ulen = colon ? (size_t)(colon - a.userinfo) : a.userinfo_len;
         if (ulen) {
-            u->user = pct_decode(a.userinfo, ulen);
+            u->user = url_pct_decode(a.userinfo, ulen);
             if (!u->user)
                 return "bad percent-encoding in the user name";
         }
         if (colon && a.userinfo_len > ulen + 1) {
-            u->password = pct_decode(colon + 1, a.userinfo_len - ulen - 1);
+            u->password = url_pct_decode(colon + 1, a.userinfo_len - ulen - 1);
             if (!u->password)
                 return "bad percent-encoding in the password";
         }
     }
     u->host = a.host_len ? xmemdup(a.host, a.host_len) : xstrdup("localhost");
-    u->dbname = pct_decode(a.path, a.path_len);
+    u->dbname = url_pct_decode(a.path, a.path_len);
     if (!u->dbname)
         return "bad percent-encoding in the database name";
     return NULL;
@@ -450,7 +417,7 @@ static const char *parse_redis(const char *v, struct redis_url *u)
         if (a.userinfo[0] != ':')
             return "only a password is supported before '@' (redis://:password@host)";
         if (a.userinfo_len > 1) {
-            u->password = pct_decode(a.userinfo + 1, a.userinfo_len - 1);
+            u->password = url_pct_decode(a.userinfo + 1, a.userinfo_len - 1);
             if (!u->password)
                 return "bad percent-encoding in the password";
         }

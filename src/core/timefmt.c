@@ -31,14 +31,8 @@ int64_t time_mono_usec(void)
 #define T_MIN INT64_C(-62167219200000000)
 #define T_MAX INT64_C(253402300799999999)
 
-struct civil {
-    int64_t year;
-    int mon, mday, hour, min, sec; /* 1-12, 1-31, 0-23, 0-59, 0-59 */
-    long usec;                     /* 0-999999 */
-};
-
 /* Year, month, day of a day count since 1970-01-01 (H. Hinnant). */
-static void civil_from_days(int64_t z, struct civil *c)
+static void civil_from_days(int64_t z, struct timefmt_civil *c)
 {
     z += 719468;
     int64_t era = (z >= 0 ? z : z - 146096) / 146097;
@@ -56,7 +50,7 @@ static int64_t clamp(int64_t t)
     return t < T_MIN ? T_MIN : t > T_MAX ? T_MAX : t;
 }
 
-static void utc_civil(int64_t t, struct civil *c)
+void timefmt_to_civil(int64_t t, struct timefmt_civil *c)
 {
     t = clamp(t);
     int64_t s = t / USEC_PER_SEC, u = t % USEC_PER_SEC;
@@ -95,7 +89,7 @@ static char *put(char *p, int64_t v, int w)
     return p + w;
 }
 
-static char *put_date(char *p, const struct civil *c, bool dashes)
+static char *put_date(char *p, const struct timefmt_civil *c, bool dashes)
 {
     p = put(p, c->year, 4);
     if (dashes)
@@ -106,7 +100,7 @@ static char *put_date(char *p, const struct civil *c, bool dashes)
     return put(p, c->mday, 2);
 }
 
-static char *put_time(char *p, const struct civil *c, bool colons)
+static char *put_time(char *p, const struct timefmt_civil *c, bool colons)
 {
     p = put(p, c->hour, 2);
     if (colons)
@@ -119,8 +113,8 @@ static char *put_time(char *p, const struct civil *c, bool colons)
 
 void timefmt_iso(int64_t t, char out[TIMEFMT_ISO_LEN + 1])
 {
-    struct civil c;
-    utc_civil(t, &c);
+    struct timefmt_civil c;
+    timefmt_to_civil(t, &c);
     char *p = put_date(out, &c, true);
     *p++ = 'T';
     p = put_time(p, &c, true);
@@ -131,9 +125,9 @@ void timefmt_iso(int64_t t, char out[TIMEFMT_ISO_LEN + 1])
 
 void timefmt_health(int64_t t, char out[TIMEFMT_HEALTH_LEN + 1])
 {
-    struct civil c;
+    struct timefmt_civil c;
     struct tm tm;
-    utc_civil(t, &c); /* the answer if localtime_r() cannot convert t */
+    timefmt_to_civil(t, &c); /* the answer if localtime_r() cannot convert t */
     t = clamp(t);
     time_t sec = (time_t)(t / USEC_PER_SEC - (t % USEC_PER_SEC < 0)); /* floor */
     if (localtime_r(&sec, &tm)) {
@@ -152,8 +146,8 @@ void timefmt_health(int64_t t, char out[TIMEFMT_HEALTH_LEN + 1])
 
 void timefmt_stamp(int64_t t, char out[TIMEFMT_STAMP_LEN + 1])
 {
-    struct civil c;
-    utc_civil(t, &c);
+    struct timefmt_civil c;
+    timefmt_to_civil(t, &c);
     char *p = put_date(out, &c, false);
     p = put_time(p, &c, false);
     *p = '\0';
@@ -168,6 +162,12 @@ static int64_t days_from_civil(int64_t y, int64_t m, int64_t d)
     int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
     int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     return era * 146097 + doe - 719468;
+}
+
+int64_t timefmt_from_civil(const struct timefmt_civil *c)
+{
+    int64_t days = days_from_civil(c->year, c->mon, c->mday);
+    return (days * 86400 + c->hour * 3600 + c->min * 60 + c->sec) * USEC_PER_SEC + c->usec;
 }
 
 static bool digits(const char *s, size_t n, int64_t *out)

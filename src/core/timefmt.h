@@ -35,6 +35,19 @@ void timefmt_health(int64_t t, char out[TIMEFMT_HEALTH_LEN + 1]);
 /* Writes "YYYYmmddHHMMSS" of t in UTC. */
 void timefmt_stamp(int64_t t, char out[TIMEFMT_STAMP_LEN + 1]);
 
+/* The UTC calendar fields of a time, for code that hands times to
+ * libraries in that form (MySQL's MYSQL_TIME). */
+struct timefmt_civil {
+    int64_t year;
+    int mon, mday, hour, min, sec; /* 1-12, 1-31, 0-23, 0-59, 0-59 */
+    long usec;                     /* 0-999999 */
+};
+/* The fields of t, clamped to years 0000-9999. */
+void timefmt_to_civil(int64_t t, struct timefmt_civil *c);
+/* usec since the epoch of c, which must hold valid fields (the day is not
+ * checked against the month: 02-31 is 03-03). */
+int64_t timefmt_from_civil(const struct timefmt_civil *c);
+
 /* Parses the ISO form (fraction of 0-6 digits optional, a space allowed
  * instead of the T, as SQL DATETIME prints). False if s is not exactly that. */
 bool timefmt_parse_iso(const char *s, size_t n, int64_t *out);

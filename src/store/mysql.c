@@ -70,6 +70,7 @@
 #include "core/json_out.h"
 #include "core/log.h"
 #include "core/timefmt.h"
+#include "core/url.h"
 #include "store/backend.h"
 #include "store/conns.h"
 
@@ -83,7 +84,6 @@
 #define TEXT_INITIAL      256
 #define TEXT_KEEP         (1024 * 1024) /* larger fetch buffers are freed after a call */
 
-#define USEC_PER_DAY (86400 * USEC_PER_SEC)
 /* What DATETIME holds: 0001-01-01 .. 9999-12-31 23:59:59.999999. */
 #define TIME_MIN (INT64_C(-62135596800) * USEC_PER_SEC)
 #define TIME_MAX (INT64_C(253402300800) * USEC_PER_SEC - 1)
@@ -274,54 +274,18 @@ static void library_release(void)
 
 /* ---- times ---- */
 
-/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
- * algorithm). */
-static int64_t days_from_civil(int64_t y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-static void civil_from_days(int64_t z, int64_t *y, int *m, int *d)
-{
-    z += 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    int64_t doe = z - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
-    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
-    *y = yoe + era * 400 + (*m <= 2);
-}
-
 static void to_mysql_time(int64_t t, MYSQL_TIME *out)
 {
-    if (t < TIME_MIN)
-        t = TIME_MIN;
-    if (t > TIME_MAX)
-        t = TIME_MAX;
-    int64_t days = t / USEC_PER_DAY, rem = t % USEC_PER_DAY;
-    if (rem < 0) {
-        rem += USEC_PER_DAY;
-        days--;
-    }
-    int64_t y;
-    int m, d;
-    civil_from_days(days, &y, &m, &d);
+    struct timefmt_civil c;
+    timefmt_to_civil(t < TIME_MIN ? TIME_MIN : t > TIME_MAX ? TIME_MAX : t, &c);
     memset(out, 0, sizeof *out);
-    out->year = (unsigned)y;
-    out->month = (unsigned)m;
-    out->day = (unsigned)d;
-    int64_t secs = rem / USEC_PER_SEC;
-    out->hour = (unsigned)(secs / 3600);
-    out->minute = (unsigned)(secs / 60 % 60);
-    out->second = (unsigned)(secs % 60);
-    out->second_part = (unsigned long)(rem % USEC_PER_SEC);
+    out->year = (unsigned)c.year;
+    out->month = (unsigned)c.mon;
+    out->day = (unsigned)c.mday;
+    out->hour = (unsigned)c.hour;
+    out->minute = (unsigned)c.min;
+    out->second = (unsigned)c.sec;
+    out->second_part = (unsigned long)c.usec;
     out->time_type = MYSQL_TIMESTAMP_DATETIME;
 }
 
@@ -331,10 +295,14 @@ static bool from_mysql_time(const MYSQL_TIME *t, int64_t *out)
     if (t->month < 1 || t->month > 12 || t->day < 1 || t->day > 31 || t->hour > 23 ||
         t->minute > 59 || t->second > 59 || t->second_part > 999999)
         return false;
-    int64_t days = days_from_civil(t->year, (int)t->month, (int)t->day);
-    *out = days * USEC_PER_DAY +
-           ((int64_t)t->hour * 3600 + (int64_t)t->minute * 60 + (int64_t)t->second) * USEC_PER_SEC +
-           (int64_t)t->second_part;
+    struct timefmt_civil c = {.year = t->year,
+                              .mon = (int)t->month,
+                              .mday = (int)t->day,
+                              .hour = (int)t->hour,
+                              .min = (int)t->minute,
+                              .sec = (int)t->second,
+                              .usec = (long)t->second_part};
+    *out = timefmt_from_civil(&c);
     return true;
 }
 
@@ -869,40 +837,6 @@ static void my_close(void *be)
     free(s);
 }
 
-/* Percent-decodes s[0..n) into a new string; NULL on a bad escape or %00. */
-static char *pct_decode(const char *s, size_t n)
-{
-    char *out = xmalloc(n + 1);
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] != '%') {
-            out[o++] = s[i];
-            continue;
-        }
-        int v = 0;
-        for (size_t k = 1; k <= 2; k++) {
-            char ch = i + k < n ? s[i + k] : '\0';
-            int d = ch >= '0' && ch <= '9'   ? ch - '0'
-                    : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
-                    : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
-                                             : -1;
-            if (d < 0) {
-                free(out);
-                return NULL;
-            }
-            v = v * 16 + d;
-        }
-        if (v == 0) {
-            free(out);
-            return NULL;
-        }
-        out[o++] = (char)v;
-        i += 2;
-    }
-    out[o] = '\0';
-    return out;
-}
-
 /* mysql://[user[:password]@]host[:port]/dbname. The user-info runs to the
  * last '@', so an unencoded '@' in a password still parses. */
 static const char *parse_url(struct my *s, const char *url, const char *password)
@@ -923,9 +857,9 @@ static const char *parse_url(struct my *s, const char *url, const char *password
     if (at) {
         const char *colon = memchr(rest, ':', (size_t)(at - rest));
         size_t ulen = colon ? (size_t)(colon - rest) : (size_t)(at - rest);
-        if (ulen && !(s->user = pct_decode(rest, ulen)))
+        if (ulen && !(s->user = url_pct_decode(rest, ulen)))
             return "bad percent-encoding in the user name";
-        if (colon && !(s->password = pct_decode(colon + 1, (size_t)(at - colon - 1))))
+        if (colon && !(s->password = url_pct_decode(colon + 1, (size_t)(at - colon - 1))))
             return "bad percent-encoding in the password";
     }
     if (!s->password && password && *password)
@@ -964,7 +898,7 @@ static const char *parse_url(struct my *s, const char *url, const char *password
         s->port = v;
     }
     s->host = host < host_end ? xmemdup(host, (size_t)(host_end - host)) : xstrdup("localhost");
-    if (!(s->dbname = pct_decode(slash + 1, strlen(slash + 1))))
+    if (!(s->dbname = url_pct_decode(slash + 1, strlen(slash + 1))))
         return "bad percent-encoding in the database name";
     struct buf b = BUF_INIT;
     (void)buf_appendf(&b, "mysql://%s%s%s:%u/%s", s->user ? s->user : "", s->user ? "@" : "",
