@@ -701,7 +701,7 @@ row() {
     if [ "$3" != - ] && [ "$4" != - ] && awk -v r="$4" 'BEGIN { exit !(r > 0) }'; then
         ratio=$(calc '%.2f' "$3 / $4")
     fi
-    ROWS+=("$(printf '%-26s %-11s %10s %6s  %-7s %s' "$1" "$2" "$3" "$ratio" "$6" "$5")")
+    ROWS+=("$(printf '%-30s %-11s %10s %6s  %-7s %s' "$1" "$2" "$3" "$ratio" "$6" "$5")")
 }
 THR_JSON=""
 for t in cachehit history; do
@@ -719,10 +719,10 @@ for t in cachehit history; do
         cpu=$(calc '%.0f' "$(mean ${CPU_US[$k]})")
         # shellcheck disable=SC2086
         db=$(calc '%.0f' "$(mean ${DB_US[$k]})")
-        [ "$b" != sqlite ] || db=-
+        if [ "$b" = sqlite ]; then db="- (in chatd)"; else db="$db us/req"; fi
         label="cache hit, req/s"
         [ "$t" = cachehit ] || label="history (20 msgs), req/s"
-        row "$label" "$b" "$m" "$ref" "p50 $p50 ms, p99 $p99 ms; chatd $cpu us/req, db server $db us/req; rounds ${RPS[$k]// //}" "${BUSY[$k]// //}"
+        row "$label" "$b" "$m" "$ref" "p50 $p50 ms, p99 $p99 ms; chatd $cpu us/req, db server $db; rounds ${RPS[$k]// //}" "${BUSY[$k]// //}"
         THR_JSON+="${THR_JSON:+,
     }\"$k\": {\"req_per_s\": [${RPS[$k]// /, }], \"req_per_s_mean\": $m, \"ratio_vs_sqlite\": $(calc '%.3f' "$m / $ref")"
         THR_JSON+=", \"p50_ms\": [${P50[$k]// /, }], \"p99_ms\": [${P99[$k]// /, }]"
@@ -783,7 +783,7 @@ echo
 echo "chatd on ${BACKENDS[*]}: commit $COMMIT, $BUILD_TYPE build, $(nproc) cpus, machine ${BUSY_BEFORE}% busy before," \
     "${BUSY_AFTER}% after; wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s x $ROUNDS rounds; $STREAMS streams x $TOKENS tokens" \
     "${DELAY_MS} ms apart; export of $EXPORT_MSGS messages, median of $EXPORT_REPS (limit ${EXPORT_LIMIT} s)"
-printf '%-26s %-11s %10s %6s  %-7s %s\n' measure backend value ratio busy% details
+printf '%-30s %-11s %10s %6s  %-7s %s\n' measure backend value ratio busy% details
 printf '%s\n' "${ROWS[@]}"
 echo "ratio: value / sqlite's value (req/s: higher is better; ms and s: lower is better); busy%: the whole"
 echo "machine during each run; db server: CPU of the postgres processes / mariadbd (sqlite runs inside chatd)."
