@@ -157,7 +157,14 @@ enum stmt {
     ST_COUNT_
 };
 
-/* Conversation ids longer than a UUID cannot be handed out through struct
+/* Message pages and the history tail name their index: the old schema's
+ * idx_conv_time (conversation_id, timestamp) also matches the conversation,
+ * and MariaDB picks it, then filters id > ? row by row - every page of an
+ * export rescanned the conversation from its start (quadratic: 1,000,000
+ * messages would take minutes). idx_messages_conversation_id always exists
+ * (chatd creates it at open) and makes both a range seek.
+ *
+ * Conversation ids longer than a UUID cannot be handed out through struct
  * store_conversation, so the listing skips them, and so does its count.
  * Messages are deleted explicitly too (not only by ON DELETE CASCADE) for
  * schemas created without the foreign key. */
@@ -171,6 +178,7 @@ static const char *const stmt_sql[ST_COUNT_] = {
              " FROM conversations c WHERE c.id = ? AND " LAST_ACTIVE("c") " >= ?",
     [ST_HISTORY_TAIL] = "SELECT id, role, content, ts FROM"
                         " (SELECT m.id, m.role, m.content, " MSG_TIME " AS ts FROM messages m"
+                        "  FORCE INDEX (idx_messages_conversation_id)"
                         "  WHERE m.conversation_id = ? ORDER BY m.id DESC LIMIT ?) t"
                         " ORDER BY id",
     [ST_UPSERT_CONV] = "INSERT INTO conversations (id, created_at, last_active) VALUES (?, ?, ?)"
@@ -181,6 +189,7 @@ static const char *const stmt_sql[ST_COUNT_] = {
         "DELETE FROM conversations WHERE id = ? AND " LAST_ACTIVE("conversations") " >= ?",
     [ST_DELETE_MSGS] = "DELETE FROM messages WHERE conversation_id = ?",
     [ST_MESSAGES_AFTER] = "SELECT m.id, m.role, m.content, " MSG_TIME " FROM messages m"
+                          " FORCE INDEX (idx_messages_conversation_id)"
                           " WHERE m.conversation_id = ? AND m.id > ? ORDER BY m.id LIMIT ?",
     [ST_CONVS_AFTER] = "SELECT c.id, c.created_at, " LAST_ACTIVE(
         "c") ", (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id)"
