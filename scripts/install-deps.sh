@@ -5,9 +5,10 @@
 # MariaDB, Redis - the tests start throwaway servers from them, never a
 # system service), Node.js/npm for the web page's libraries and Chromium
 # (and a CJK font) for the browser tests; then `npm ci` for the page's
-# libraries and playwright-core, as package-lock.json pins them. With --bench also what the benchmarks under bench/
-# need (wrk, nginx as the reference server, curl). Idempotent and quiet when everything is
-# already present; run as root (or with sudo available).
+# libraries and playwright-core, as package-lock.json pins them. With
+# --bench also what the benchmarks under bench/ need (wrk, nginx as the
+# reference server, curl). Idempotent and quiet when everything is already
+# present; run as root (or with sudo available).
 # Usage: scripts/install-deps.sh [--bench]
 set -eu
 
