@@ -13,6 +13,7 @@
 #ifndef CHATD_STORE_BACKEND_H
 #define CHATD_STORE_BACKEND_H
 
+#include "core/buf.h"
 #include "store/store.h"
 
 struct store_ops {
@@ -51,6 +52,13 @@ struct store_ops {
 extern const struct store_ops store_sqlite_ops;
 extern const struct store_ops store_postgres_ops; /* if CHATD_HAVE_POSTGRESQL */
 extern const struct store_ops store_mysql_ops;    /* if CHATD_HAVE_MYSQL */
+
+/* store.h's content rule for a backend whose column holds only UTF-8 text
+ * without NUL (PostgreSQL text, MySQL utf8mb4): returns s itself when it is
+ * valid UTF-8 without NUL, else a copy in tmp in which each NUL and each
+ * byte that is not part of valid UTF-8 is U+FFFD. *out_n is its length. s
+ * may be NULL when n is 0. */
+const char *store_text(const char *s, size_t n, struct buf *tmp, size_t *out_n);
 
 /* Writes a printf-formatted reason into why (why_len bytes, always
  * terminated); does nothing when why is NULL. For backends' `why`s. */

@@ -777,38 +777,6 @@ static void rollback(struct conn *c)
         fail_db(c, "rollback");
 }
 
-/* ---- content ---- */
-
-/* p[0..n) as the column can hold it (store.h "Content"): unchanged if it is
- * valid UTF-8 without NUL, else a copy in tmp with each NUL and each byte
- * that is not part of valid UTF-8 replaced by U+FFFD. (MySQL could keep a
- * NUL; PostgreSQL cannot, and both follow the one rule of store.h.) */
-static void clean_text(const char **p, size_t *n, struct buf *tmp)
-{
-    if (!memchr(*p, '\0', *n) && utf8_valid(*p, *n))
-        return;
-    const char *s = *p;
-    size_t left = *n;
-    buf_reset(tmp);
-    while (left) {
-        bool complete;
-        size_t ok = utf8_valid_prefix(s, left, &complete);
-        const char *nul = memchr(s, '\0', ok);
-        if (nul)
-            ok = (size_t)(nul - s);
-        (void)buf_append(tmp, s, ok);
-        s += ok;
-        left -= ok;
-        if (left) {
-            (void)buf_append(tmp, "\xef\xbf\xbd", 3);
-            s++;
-            left--;
-        }
-    }
-    *p = tmp->ptr ? tmp->ptr : "";
-    *n = tmp->len;
-}
-
 /* ---- the store_ops functions ---- */
 
 /* The shape of every call: get the connection, run once, and run again on
@@ -1216,12 +1184,8 @@ static enum chatd_err exchange_texts(const struct my *s, const struct store_exch
                                      struct buf *qtmp, struct buf *atmp, const char **q,
                                      size_t *qlen, const char **a, size_t *alen)
 {
-    *q = x->question;
-    *qlen = x->question_len;
-    *a = x->answer;
-    *alen = x->answer_len;
-    clean_text(q, qlen, qtmp);
-    clean_text(a, alen, atmp);
+    *q = store_text(x->question, x->question_len, qtmp, qlen);
+    *a = store_text(x->answer, x->answer_len, atmp, alen);
     if (*qlen > s->content_max || *alen > s->content_max) {
         log_error("store: a %s of %zu bytes does not fit messages.content (%zu bytes) in %s;"
                   " nothing stored (see README: widen the column to MEDIUMTEXT)",

@@ -316,41 +316,6 @@ static int64_t cutoff(const struct pg *s, int64_t now)
     return c;
 }
 
-/* s[0..n) as PostgreSQL text can hold it (store.h "Content"): returns s
- * itself when it is valid UTF-8 without NUL, else a repaired copy in tmp. */
-static const char *as_text(const char *s, size_t n, struct buf *tmp, size_t *out_n)
-{
-    static const char replacement[] = "\xef\xbf\xbd"; /* U+FFFD */
-    if (utf8_valid(s, n) && !memchr(s, '\0', n)) {
-        *out_n = n;
-        return s;
-    }
-    buf_reset(tmp);
-    while (n) {
-        bool complete;
-        size_t ok = utf8_valid_prefix(s, n, &complete);
-        const char *nul;
-        while (ok && (nul = memchr(s, '\0', ok))) {
-            size_t k = (size_t)(nul - s);
-            buf_append(tmp, s, k);
-            buf_append(tmp, replacement, 3);
-            s += k + 1;
-            n -= k + 1;
-            ok -= k + 1;
-        }
-        buf_append(tmp, s, ok);
-        s += ok;
-        n -= ok;
-        if (n) { /* one byte that is not part of valid UTF-8 */
-            buf_append(tmp, replacement, 3);
-            s++;
-            n--;
-        }
-    }
-    *out_n = tmp->len;
-    return tmp->len ? tmp->ptr : "";
-}
-
 /* ---- results ---- */
 
 static int64_t get_int8(const PGresult *r, int row, int col)
@@ -847,8 +812,8 @@ static enum chatd_err exchange_texts(const struct store_exchange *x, struct buf 
                                      struct buf *abuf, const char **q, size_t *qn, const char **a,
                                      size_t *an)
 {
-    *q = as_text(x->question ? x->question : "", x->question_len, qbuf, qn);
-    *a = as_text(x->answer ? x->answer : "", x->answer_len, abuf, an);
+    *q = store_text(x->question, x->question_len, qbuf, qn);
+    *a = store_text(x->answer, x->answer_len, abuf, an);
     if (!fits_int(*qn) || !fits_int(*an) ||
         !utf8_valid(x->conversation_id, strlen(x->conversation_id))) {
         log_error("store: store exchange: a message over 2 GB or an id that is not UTF-8");

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/json_out.h"
 #include "store/backend.h"
 
 #define WRITE_BATCH_MAX 256 /* exchanges handed to the backend at once */
@@ -87,6 +88,32 @@ void store_set_why(char *why, size_t why_len, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(why, why_len, fmt, ap);
     va_end(ap);
+}
+
+const char *store_text(const char *s, size_t n, struct buf *tmp, size_t *out_n)
+{
+    if (!s || (!memchr(s, '\0', n) && utf8_valid(s, n))) {
+        *out_n = s ? n : 0;
+        return s ? s : "";
+    }
+    buf_reset(tmp);
+    while (n) {
+        bool complete;
+        size_t ok = utf8_valid_prefix(s, n, &complete);
+        const char *nul = memchr(s, '\0', ok);
+        if (nul)
+            ok = (size_t)(nul - s);
+        buf_append(tmp, s, ok);
+        s += ok;
+        n -= ok;
+        if (n) { /* a NUL, or one byte that is not part of valid UTF-8 */
+            buf_append(tmp, "\xef\xbf\xbd", 3);
+            s++;
+            n--;
+        }
+    }
+    *out_n = tmp->len;
+    return tmp->len ? tmp->ptr : "";
 }
 
 /* The scheme of a URL we do not know, if it looks like one, for the error
