@@ -29,7 +29,8 @@
 #    `perf record -g -p PID` (not part of the figures) prints the top
 #    symbols.
 # 2. Idle cost. A fresh chatd: VmRSS when /health first answered 200 (target
-#    < 10 MB) and 0.5 s later; then bench/streamload --hold opens
+#    < 10 MB) and 0.5 s later, beside the floor under it (bench/rssfloor: a
+#    program linking chatd's libraries, before and after curl_global_init); then bench/streamload --hold opens
 #    IDLE_STREAMS (9000) POST /api/chat-stream requests of `mock:stall=1
 #    mock:tokens=5 <i>`, so each stream gets one token and then idles with
 #    its upstream connection open; once all have their token: chatd's
@@ -168,7 +169,7 @@ nginx_ticks() {
 }
 
 # --- build -------------------------------------------------------------------
-bench_build "$BUILD" "$BUILD_TYPE" "$TMP/build.log" firstreply
+bench_build "$BUILD" "$BUILD_TYPE" "$TMP/build.log" firstreply rssfloor
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE=$(ulimit -n)
 if [ "$NOFILE" -lt $((IDLE_STREAMS * 2 + 200)) ]; then
@@ -536,6 +537,12 @@ stop_chatd "idle streams"
 IDLE_LOG_LINES=$CHATD_LOG_LINES
 PER_STREAM_KB=$( [ "${N_HELD:-0}" != - ] && [ "${N_HELD:-0}" -gt 0 ] && calc '%.1f' "($RSS_HELD - $RSS_IDLE) / $N_HELD" || echo null)
 
+# The floor under the idle RSS: chatd's libraries loaded, nothing done;
+# then libcurl initialised (bench/rssfloor.c).
+FLOOR=$(timeout 30 "$BUILD/rssfloor" 2>/dev/null) || { problem "rssfloor failed"; FLOOR=null; }
+FLOOR_LINKED=$(jget "$FLOOR" linked_rss_kb)
+FLOOR_CURL=$(jget "$FLOOR" curl_init_rss_kb)
+
 # --- 3. start-up -------------------------------------------------------------------
 STARTS=()
 STARTUP_JSON=""
@@ -626,6 +633,8 @@ echo
 echo "chatd idle cost"
 printf '  %-44s %8s MB  (anon %s, file %s; Pss %s)  target < %s MB: %s\n' "VmRSS at the first 200 on /health" \
     "$(mb "$RSS_START")" "$(mb "$ANON_START")" "$(mb "$FILE_START")" "$(mb "$PSS_START")" "$IDLE_RSS_TARGET_MB" "$RSS_V"
+printf '  %-44s %8s MB  (after curl_global_init: %s MB; bench/rssfloor)\n' \
+    "floor: chatd's libraries loaded, nothing done" "$(mb "$FLOOR_LINKED")" "$(mb "$FLOOR_CURL")"
 printf '  %-44s %8s MB  (anon %s, file %s)\n' "VmRSS 0.5 s later" "$(mb "$RSS_IDLE")" "$(mb "$ANON_IDLE")" "$(mb "$FILE_IDLE")"
 printf '  %-44s %8s MB  (anon %s, file %s; %s KB per stream; %s fds)\n' \
     "VmRSS with ${N_HELD} idle streams" "$(mb "$RSS_HELD")" "$(mb "$ANON_HELD")" "$(mb "$FILE_HELD")" \
@@ -665,7 +674,7 @@ cat >"$OUT" <<EOF
     "cachehit_conversation_messages_per_round": [$(IFS=,; s="${CACHE_CONV_MSGS[*]:-}"; echo "${s//,/, }")]},
  "perf_top": $PERF_JSON,
  "idle": {"rss_start_kb": $RSS_START, "anon_start_kb": $ANON_START, "file_start_kb": $FILE_START,
-    "pss_start_kb": $PSS_START,
+    "pss_start_kb": $PSS_START, "floor": $FLOOR,
     "rss_target_mb": $IDLE_RSS_TARGET_MB, "verdict": "$RSS_V",
     "rss_idle_kb": $RSS_IDLE, "anon_idle_kb": $ANON_IDLE, "file_idle_kb": $FILE_IDLE,
     "streams": $IDLE_STREAMS, "held": ${N_HELD/-/null}, "rss_held_kb": $RSS_HELD, "anon_held_kb": $ANON_HELD,
