@@ -35,7 +35,8 @@ void api_health(struct http_request *req)
 
     struct buf b = BUF_INIT;
     buf_append_str(&b, "{");
-    json_out_kv_str(&b, true, "status", err ? "服务异常" : "服务正常", err ? 12 : 12);
+    const char *status = err ? "服务异常" : "服务正常";
+    json_out_kv_str(&b, true, "status", status, strlen(status));
     json_out_kv_str(&b, false, "timestamp", ts, TIMEFMT_HEALTH_LEN);
     json_out_key(&b, false, "system");
     buf_append_str(&b, "{");

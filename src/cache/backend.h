@@ -22,7 +22,6 @@ struct cache_ops {
     void (*put)(struct cache *c, const char *conv_id, const char *question, size_t question_len,
                 const char *answer, size_t answer_len, int64_t now);
     void (*remove_conversation)(struct cache *c, const char *conv_id);
-    size_t (*count)(struct cache *c);
     bool (*probe)(struct cache *c, size_t *count, char *why, size_t why_len);
     void (*free)(struct cache *c); /* frees the whole backend object */
 };

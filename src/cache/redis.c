@@ -574,14 +574,6 @@ static bool redis_probe(struct cache *cache, size_t *count, char *why, size_t wh
     return ok;
 }
 
-static size_t redis_count(struct cache *cache)
-{
-    size_t n = 0;
-    char why[200];
-    redis_probe(cache, &n, why, sizeof why);
-    return n;
-}
-
 static void redis_free(struct cache *cache)
 {
     struct cache_redis *r = (struct cache_redis *)cache;
@@ -600,7 +592,6 @@ static const struct cache_ops redis_ops = {
     .get = redis_get,
     .put = redis_put,
     .remove_conversation = redis_remove_conversation,
-    .count = redis_count,
     .probe = redis_probe,
     .free = redis_free,
 };
