@@ -270,13 +270,15 @@ static void format_error_event(struct buf *b, const char *message)
 
 /* ---- the shared chat object ---- */
 
-static struct chat *chat_new(struct app *app, bool streaming, const char *conv_id,
+/* refs: how many sides hold it - the request, and the LLM side if the
+ * model is asked (a cache hit has none). */
+static struct chat *chat_new(struct app *app, unsigned refs, bool streaming, const char *conv_id,
                              struct str question, int64_t user_time)
 {
     struct chat *c = xcalloc(1, sizeof *c);
     c->app = app;
     pthread_mutex_init(&c->lock, NULL);
-    c->refs = 2;
+    c->refs = refs;
     c->streaming = streaming;
     memcpy(c->conv_id, conv_id, UUID_STR_LEN + 1);
     c->question = xmemdup(question.ptr, question.len);
@@ -661,8 +663,8 @@ static void handle(struct http_request *req, bool streaming)
     /* The cache: same question, same conversation, within the TTL. The
      * exchange is stored like any other before the answer goes out. */
     if (existing && cache_get(app->cache, conv_id, in.message.ptr, in.message.len, user_time, &b)) {
-        struct chat *c = chat_new(app, streaming, conv_id, in.message, user_time);
-        c->refs = 1; /* no LLM side */
+        struct chat *c =
+            chat_new(app, 1, streaming, conv_id, in.message, user_time); /* no LLM side */
         c->state = CHAT_DONE;
         c->cached = true;
         buf_release(&c->answer);
@@ -688,7 +690,7 @@ static void handle(struct http_request *req, bool streaming)
     }
     h.msgs[h.n++] = (struct llm_message){xstrdup("user"), 4,
                                          xmemdup(in.message.ptr, in.message.len), in.message.len};
-    struct chat *c = chat_new(app, streaming, conv_id, in.message, user_time);
+    struct chat *c = chat_new(app, 2, streaming, conv_id, in.message, user_time);
     http_set_data(req, c, on_request_done);
     c->parked = req;
     http_defer(req, streaming ? stream_resumed : chat_request_resumed);
