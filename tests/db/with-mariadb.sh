@@ -65,19 +65,25 @@ trap 'on_signal 130' INT
 trap 'on_signal 143' TERM
 trap 'on_signal 129' HUP
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
 user_opt=
 [ "$(id -u)" -eq 0 ] && user_opt=--user=root
 
+# Each server gets its own tmpdir: the bootstrap names its temporary tables
+# /tmp/#sql-temptable-..., and installs running side by side in one /tmp
+# (ctest -j) failed now and then with "Unknown table 'mysql.tmp_user_sys'".
+mkdir "$dir/tmp" || exit 1
 if ! "$INSTALL_DB" --no-defaults --datadir="$dir/data" --auth-root-authentication-method=normal \
-    --skip-test-db $user_opt >"$dir/install.log" 2>&1; then
+    --skip-test-db $user_opt --tmpdir="$dir/tmp" >"$dir/install.log" 2>&1; then
     echo "with-mariadb: mariadb-install-db failed:" >&2
-    tail -n 30 "$dir/install.log" >&2
+    cat "$dir/install.log" >&2
     exit 1
 fi
 
 # The control script holds the exact command line, so a restart comes back
-# on the same port and data directory.
+# on the same port (kept in $dir/port) and data directory.
 cat >"$dir/ctl" <<EOF
 #!/bin/sh
 # stop | start the throwaway MariaDB server of $dir
@@ -97,16 +103,22 @@ start)
     # Already running: nothing to do (a second mariadbd on the same data
     # directory would fail, and take the pid file with it).
     pid=\$(cat "$dir/mariadbd.pid" 2>/dev/null) && kill -0 "\$pid" 2>/dev/null && exit 0
-    "$MARIADBD" --no-defaults $user_opt --datadir="$dir/data" --socket="$dir/mysql.sock" \\
-        --port=$port --bind-address=127.0.0.1 --pid-file="$dir/mariadbd.pid" \\
+    "$MARIADBD" --no-defaults $user_opt --datadir="$dir/data" --tmpdir="$dir/tmp" --socket="$dir/mysql.sock" \\
+        --port=\$(cat "$dir/port") --bind-address=127.0.0.1 --pid-file="$dir/mariadbd.pid" \\
         --log-error="$dir/error.log" --skip-log-bin --skip-name-resolve \\
         --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci \\
         --innodb-buffer-pool-size=32M --innodb-log-file-size=16M \\
         --innodb-flush-log-at-trx-commit=2 --innodb-doublewrite=0 \\
         --performance-schema=0 --max-connections=500 </dev/null >/dev/null 2>&1 &
+    server=\$!
     i=0
     until "$CLIENT" --no-defaults -uroot --socket="$dir/mysql.sock" -e 'SELECT 1' >/dev/null 2>&1; do
         i=\$((i + 1))
+        if ! kill -0 "\$server" 2>/dev/null; then
+            echo "with-mariadb: the server exited at start:" >&2
+            tail -n 30 "$dir/error.log" >&2
+            exit 1
+        fi
         if [ \$i -gt 600 ]; then
             echo "with-mariadb: the server did not answer within 60 s:" >&2
             tail -n 30 "$dir/error.log" >&2
@@ -122,7 +134,20 @@ start)
 esac
 EOF
 chmod +x "$dir/ctl"
-"$dir/ctl" start || exit 1
+
+# A free port can be taken by someone else before the server binds it:
+# then try another.
+tries=0
+while :; do
+    port=$(free_port) || exit 1
+    echo "$port" >"$dir/port"
+    "$dir/ctl" start 2>"$dir/start.log" && break
+    tries=$((tries + 1))
+    if [ "$tries" -ge 3 ]; then
+        cat "$dir/start.log" >&2
+        exit 1
+    fi
+done
 
 pass=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
 if ! "$CLIENT" --no-defaults -uroot --socket="$dir/mysql.sock" >"$dir/setup.log" 2>&1 <<EOF; then
