@@ -156,19 +156,6 @@ cleanup() {
 }
 bench_traps cleanup
 
-# shellcheck disable=SC2317 # used by lib.sh's thread_cpu
-secs() { awk -v t="$1" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }'; }
-mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
-calc() { awk "BEGIN { printf \"$1\", $2 }"; }
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-mean() { printf '%s\n' "$@" | awk '{ s += $1; n++ } END { printf "%.6g", n ? s / n : 0 }'; }
-now() { echo "$EPOCHREALTIME"; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-jstr() {
-    local s=${1//\\/\\\\}
-    s=${s//\"/\\\"}
-    printf '%s' "${s//[$'\t\r\n']/ }"
-}
 PROBLEMS=()
 problem() {
     PROBLEMS+=("$*")

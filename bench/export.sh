@@ -93,22 +93,6 @@ cleanup() {
 }
 bench_traps cleanup
 
-# secs and mb round (streams.sh's truncate); lib.sh's thread_cpu uses secs.
-secs() { awk -v t="$1" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }'; }
-mb() { awk -v k="$1" 'BEGIN { v = k / 1024; if (v > -0.05 && v < 0.05) v = 0; printf "%.1f", v }'; }
-# Floating-point arithmetic: calc 'EXPR' with a printf format.
-calc() { awk "BEGIN { printf \"$1\", $2 }"; }
-# Median of the numbers given.
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-now() { echo "$EPOCHREALTIME"; }
-# $1 as the inside of a JSON string.
-jstr() {
-    local s=${1//\\/\\\\}
-    s=${s//\"/\\\"}
-    printf '%s' "${s//[$'\t\r\n']/ }"
-}
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.6f", b - a }'; }
-
 # --- build -------------------------------------------------------------------
 bench_build "$BUILD" "$BUILD_TYPE" "$TMP/build.log"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -161,7 +145,7 @@ for set in $SETS; do
         t0=$(now)
         timeout 1800 python3 bench/export_gen.py --convs "${set%x*}" --msgs "${set#*x}" --out "$f" ||
             die "export_gen.py failed for $set"
-        GEN_S_TOTAL=$(calc '%.1f' "$GEN_S_TOTAL + $(elapsed "$t0" "$(now)")")
+        GEN_S_TOTAL=$(calc '%.1f' "$GEN_S_TOTAL + $(elapsed "$t0" "$(now)" 6)")
     fi
     schema_of "$f" | cmp -s - "$TMP/schema.want" ||
         die "$f: schema differs from the one chatd creates (delete the file to regenerate it)"
@@ -178,7 +162,7 @@ sqlite3_time() {
     for _ in $(seq "$REPS"); do
         t0=$(now)
         timeout 600 sqlite3 -bail "-$mode" "$db" "$sql" >/dev/null || die "sqlite3 failed on $db"
-        ts+=("$(elapsed "$t0" "$(now)")")
+        ts+=("$(elapsed "$t0" "$(now)" 6)")
     done
     median "${ts[@]}"
 }
@@ -430,7 +414,7 @@ if [ "$CONCURRENCY" = 1 ] && [[ " $SETS " == *" $CONC_SET "* ]]; then
         stop_chatd "concurrency $phase"
         rm -rf "${EXPDIR:?}"/* 2>/dev/null || true
         cpu=$(secs $((c1 - c0)))
-        window=$(elapsed "$w0" "$w1")
+        window=$(elapsed "$w0" "$w1" 6)
         ex_json=null
         ex_desc="-"
         if [ "$phase" = exports ]; then
@@ -444,7 +428,7 @@ if [ "$CONCURRENCY" = 1 ] && [[ " $SETS " == *" $CONC_SET "* ]]; then
             # shellcheck disable=SC2086
             ex_p50=$( [ -n "$ex_secs" ] && median $ex_secs || echo 0)
             ex_max=$(awk 'BEGIN { m = 0 } $3 == 200 && $6 == 0 && $5 > m { m = $5 } END { print m }' "$TMP/loops.log")
-            ex_span=$(elapsed "$ex_first" "$ex_last")
+            ex_span=$(elapsed "$ex_first" "$ex_last" 6)
             ex_mbps=$(calc '%.1f' "$ex_bytes / 1e6 / ($ex_span > 0 ? $ex_span : 1)")
             [ "$ex_bad" = 0 ] || { ANY_FAIL=1; say "concurrency: $ex_bad of $ex_n export downloads failed:"; awk '!($3 == 200 && $6 == 0 && $4 > 0)' "$TMP/loops.log" | head -n 5 >&2; }
             ex_desc="$ex_ok/$ex_n ok, $(calc '%.1f' "$ex_bytes / 1e6") MB in $(calc '%.1f' "$ex_span") s = $ex_mbps MB/s; per download p50 $(calc '%.2f' "$ex_p50") s, max $(calc '%.2f' "$ex_max") s"

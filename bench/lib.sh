@@ -1,10 +1,11 @@
 # shellcheck shell=bash
-# lib.sh - helpers shared by bench/streams.sh, bench/export.sh and bench/http.sh.
+# lib.sh - helpers shared by bench/streams.sh, bench/export.sh, bench/http.sh
+# and bench/backends.sh.
 #
 # Sourced, not run: `. "$ROOT/bench/lib.sh"` after setting BENCH_NAME (the
 # script's name, which prefixes its messages). Linux only (/proc). Sets
-# CLK_TCK; thread_cpu formats with the sourcing script's secs (the two
-# scripts round differently, so each keeps its own secs and mb).
+# CLK_TCK. secs and mb here round; streams.sh redefines both to truncate,
+# as its tables always have (thread_cpu uses whichever secs is defined).
 
 : "${BENCH_NAME:?set BENCH_NAME before sourcing bench/lib.sh}"
 
@@ -132,6 +133,25 @@ thread_cpu() {
         out+="${out:+ }${comm// /_}:$(secs "$(stat_ticks "$t/stat" 2>/dev/null)")"
     done
     echo "$out"
+}
+
+# Clock ticks -> seconds with 2 decimals.
+secs() { awk -v t="$1" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }'; }
+# kB -> MB with 1 decimal (never "-0.0").
+mb() { awk -v k="$1" 'BEGIN { v = k / 1024; if (v > -0.05 && v < 0.05) v = 0; printf "%.1f", v }'; }
+# Floating-point arithmetic: calc FORMAT 'EXPR'.
+calc() { awk "BEGIN { printf \"$1\", $2 }"; }
+# Median and mean of the numbers given.
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+mean() { printf '%s\n' "$@" | awk '{ s += $1; n++ } END { printf "%.6g", n ? s / n : 0 }'; }
+now() { echo "$EPOCHREALTIME"; }
+# elapsed T0 T1 [DECIMALS]: T1 - T0 (now's seconds), 3 decimals unless told.
+elapsed() { awk -v a="$1" -v b="$2" -v d="${3:-3}" 'BEGIN { printf "%." d "f", b - a }'; }
+# $1 as the inside of a JSON string.
+jstr() {
+    local s=${1//\\/\\\\}
+    s=${s//\"/\\\"}
+    printf '%s' "${s//[$'\t\r\n']/ }"
 }
 
 # Value of "key" in a flat one-line JSON ($1, e.g. streamload's), or "-"

@@ -56,7 +56,8 @@ listen_drops() {
          }' /proc/net/netstat
 }
 
-# secs and mb truncate (export.sh's round); lib.sh's thread_cpu uses secs.
+# secs and mb truncate here (lib.sh's round), as this script's tables always
+# have; lib.sh's thread_cpu uses this secs.
 secs() { # ticks -> seconds with 2 decimals
     local t=$1
     printf '%d.%02d' $((t / CLK_TCK)) $(((t % CLK_TCK) * 100 / CLK_TCK))
