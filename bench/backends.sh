@@ -264,18 +264,7 @@ db_ticks() {
 }
 
 # --- chatd and the mock -----------------------------------------------------------
-hreq() { # METHOD URL [BODY]: sets HCODE HBODY
-    local out rc=0
-    if [ $# -ge 3 ]; then
-        out=$(curl -s --max-time 30 -X "$1" -H 'Content-Type: application/json' --data-binary "$3" \
-            -w '\n%{http_code}' "$2") || rc=$?
-    else
-        out=$(curl -s --max-time 30 -X "$1" -w '\n%{http_code}' "$2") || rc=$?
-    fi
-    HCODE=${out##*$'\n'}
-    HBODY=${out%$'\n'*}
-    [ "$rc" = 0 ] || HCODE="000 (curl exit $rc)"
-}
+HREQ_MAX_TIME=30 # lib.sh's hreq: curl's --max-time
 
 # start_mock [ARGS...]: a fresh mock-llm (the previous one stopped); LLM_URL.
 start_mock() {
@@ -299,14 +288,7 @@ start_chatd() {
     CPID[$key]=$pid
     port=$(wait_port "$TMP/$key.err" "$pid" 400) || { cat "$TMP/$key.err" >&2; die "$key: chatd did not start"; }
     CPORT[$key]=$port
-    for _ in $(seq 500); do
-        hreq GET "http://127.0.0.1:$port/health"
-        [ "$HCODE" != 200 ] || return 0
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.01
-    done
-    cat "$TMP/$key.err" >&2
-    die "$key: chatd's /health did not answer 200 (last: $HCODE $HBODY)"
+    wait_health "http://127.0.0.1:$port" "$pid" "$TMP/$key.err" "$key: "
 }
 
 # stop_chatd KEY: stops it; what it wrote to stderr is a problem.
@@ -336,8 +318,6 @@ say "commit $COMMIT; backends: ${BACKENDS[*]}; machine ${BUSY_BEFORE}% busy befo
 # ================================================================================
 say "1. throughput: wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s, $ROUNDS rounds"
 start_mock --delay-ms 0
-conv_id_of() { sed -n 's/.*"conversation_id": *"\([^"]*\)".*/\1/p' <<<"$1"; }
-count_messages() { grep -o '"role": *"' <<<"$1" | wc -l; }
 declare -A CONV_ID=() CACHE_ID=() CACHE_BODY=() CONV_BYTES=() CACHE_BYTES=()
 CACHE_MSG="mock:tokens=20 the cached question"
 

@@ -126,20 +126,6 @@ free_port() {
     return 1
 }
 
-# hreq METHOD URL [BODY]: one request by curl; sets HCODE and HBODY.
-hreq() {
-    local out rc=0
-    if [ $# -ge 3 ]; then
-        out=$(curl -s --max-time 10 -X "$1" -H 'Content-Type: application/json' --data-binary "$3" \
-            -w '\n%{http_code}' "$2") || rc=$?
-    else
-        out=$(curl -s --max-time 10 -X "$1" -w '\n%{http_code}' "$2") || rc=$?
-    fi
-    HCODE=${out##*$'\n'}
-    HBODY=${out%$'\n'*}
-    [ "$rc" = 0 ] || HCODE="000 (curl exit $rc)"
-}
-
 # VmRSS, RssAnon and RssFile of process $1, "KB KB KB".
 rss_parts() { echo "$(vm_kb "$1" VmRSS) $(vm_kb "$1" RssAnon) $(vm_kb "$1" RssFile)"; }
 # Pss of process $1 in kB: its RSS with each shared page divided among the
@@ -179,15 +165,7 @@ start_chatd() {
     CHATD_PID=$!
     CHATD_PORT=$(wait_port "$TMP/chatd.err" "$CHATD_PID" 400) || { cat "$TMP/chatd.err" >&2; die "chatd did not start"; }
     CHATD_URL="http://127.0.0.1:$CHATD_PORT"
-    local i
-    for i in $(seq 500); do
-        hreq GET "$CHATD_URL/health"
-        [ "$HCODE" != 200 ] || return 0
-        kill -0 "$CHATD_PID" 2>/dev/null || break
-        sleep 0.01
-    done
-    cat "$TMP/chatd.err" >&2
-    die "chatd's /health did not answer 200 (last: $HCODE $HBODY)"
+    wait_health "$CHATD_URL" "$CHATD_PID" "$TMP/chatd.err"
 }
 
 # stop_chatd LABEL: stops it; CHATD_LOG_LINES: lines it wrote to stderr,
@@ -221,7 +199,6 @@ say "chatd on port $CHATD_PORT, mock on $MOCK_PORT"
 HEALTH_BODY=$HBODY
 
 # --- preparation: a conversation of 20 messages, a cached question ------------------
-conv_id_of() { sed -n 's/.*"conversation_id": *"\([^"]*\)".*/\1/p' <<<"$1"; }
 CONV_ID=""
 for i in $(seq 10); do
     body="{\"message\": \"mock:tokens=20 question $i\"${CONV_ID:+, \"conversation_id\": \"$CONV_ID\"}}"
@@ -232,7 +209,6 @@ for i in $(seq 10); do
     [ "$id" = "$CONV_ID" ] || die "preparing: chat $i went to conversation '$id', not $CONV_ID"
 done
 CONV_URL="$CHATD_URL/api/conversations/$CONV_ID"
-count_messages() { grep -o '"role": *"' <<<"$1" | wc -l; }
 check_conversation() {
     hreq GET "$CONV_URL"
     [ "$HCODE" = 200 ] && [ "$(count_messages "$HBODY")" = 20 ]

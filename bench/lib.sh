@@ -169,6 +169,40 @@ j2() {
     [ "$v" = "-" ] && echo "-" || printf '%.2f' "$v"
 }
 
+# hreq METHOD URL [BODY]: one request by curl (JSON body, HREQ_MAX_TIME
+# seconds at most, 10 unless set); sets HCODE and HBODY.
+hreq() {
+    local out rc=0 max=${HREQ_MAX_TIME:-10}
+    if [ $# -ge 3 ]; then
+        out=$(curl -s --max-time "$max" -X "$1" -H 'Content-Type: application/json' --data-binary "$3" \
+            -w '\n%{http_code}' "$2") || rc=$?
+    else
+        out=$(curl -s --max-time "$max" -X "$1" -w '\n%{http_code}' "$2") || rc=$?
+    fi
+    HCODE=${out##*$'\n'}
+    HBODY=${out%$'\n'*}
+    [ "$rc" = 0 ] || HCODE="000 (curl exit $rc)"
+}
+
+# wait_health BASE_URL PID ERRFILE [PREFIX]: polls BASE_URL/health (500
+# times, 10 ms apart) until it answers 200; if it never does or PID dies,
+# shows ERRFILE and dies (PREFIX starts the message). HBODY: the last body.
+wait_health() {
+    for _ in $(seq 500); do
+        hreq GET "$1/health"
+        [ "$HCODE" != 200 ] || return 0
+        kill -0 "$2" 2>/dev/null || break
+        sleep 0.01
+    done
+    cat "$3" >&2
+    die "${4:-}chatd's /health did not answer 200 (last: $HCODE $HBODY)"
+}
+
+# The conversation id in a chat answer $1; the number of messages in a
+# history answer $1.
+conv_id_of() { sed -n 's/.*"conversation_id": *"\([^"]*\)".*/\1/p' <<<"$1"; }
+count_messages() { grep -o '"role": *"' <<<"$1" | wc -l; }
+
 # bench_build DIR TYPE LOG [TARGET...]: builds chatd, mock-llm, streamload
 # and any further TARGETs (bench/NAME.c builds as NAME) in DIR
 # (CMAKE_BUILD_TYPE TYPE, output to LOG); on failure shows the end of LOG
