@@ -88,7 +88,8 @@ RAMP=${RAMP:-2000}
 EXPORT_MSGS=${EXPORT_MSGS:-1000000}
 EXPORT_REPS=${EXPORT_REPS:-3}
 EXPORT_LIMIT=${EXPORT_LIMIT:-60}
-read -r -a BACKENDS <<<"${BACKENDS:-sqlite postgresql mariadb}"
+# An array is not exported: the --inner run gets the list as BACKENDS_LIST.
+read -r -a BACKENDS <<<"${BACKENDS_LIST:-${BACKENDS:-sqlite postgresql mariadb}}"
 BUILD=${BUILD_DIR:-build-bench}
 BUILD_TYPE=${BUILD_TYPE:-RelWithDebInfo}
 RESULTS=${RESULTS_DIR:-bench/results}
