@@ -7,8 +7,8 @@
  *
  * Prints one JSON line, sizes in KB from /proc/self/status:
  *
- *   {"linked_rss_kb": 7500, "linked_file_kb": 6900,
- *    "curl_init_rss_kb": 9700, "curl_init_file_kb": 9000}
+ *   {"linked_rss_kb": 8428, "linked_file_kb": 7204,
+ *    "curl_init_rss_kb": 10692, "curl_init_file_kb": 9224}
  *
  * The libraries are loaded by the dynamic linker before main(), so the
  * first reading is their cost alone; the second adds curl_global_init()
