@@ -1035,6 +1035,23 @@ static long unsettled(const struct load *ld)
     return ld->n - ld->completed - ld->failed - (ld->held - ld->dropped);
 }
 
+/* One epoll_wait of up to wait_ms and the events it returns; false when
+ * epoll_wait failed (other than by a signal). */
+static bool poll_once(struct load *ld, struct epoll_event *evs, int wait_ms, char *rbuf)
+{
+    int k = epoll_wait(ld->ep, evs, MAX_EVENTS, wait_ms);
+    if (k < 0 && errno != EINTR) {
+        fprintf(stderr, "streamload: epoll_wait: %s\n", strerror(errno));
+        return false;
+    }
+    for (int i = 0; i < k; i++) {
+        struct conn *c = evs[i].data.ptr;
+        if (c->state != ST_FINISHED)
+            conn_event(ld, c, evs[i].events, rbuf);
+    }
+    return true;
+}
+
 /* One JSON line when every stream holds (or failed): the cue to measure. */
 static void report_held(const struct load *ld, int64_t now)
 {
@@ -1177,16 +1194,8 @@ int main(int argc, char **argv)
             int64_t left = (deadline - now) / 1000 + 1;
             wait_ms = left < 100 ? (int)left : 100;
         }
-        int k = epoll_wait(ld.ep, evs, MAX_EVENTS, wait_ms);
-        if (k < 0 && errno != EINTR) {
-            fprintf(stderr, "streamload: epoll_wait: %s\n", strerror(errno));
+        if (!poll_once(&ld, evs, wait_ms, rbuf))
             break;
-        }
-        for (int i = 0; i < k; i++) {
-            struct conn *c = evs[i].data.ptr;
-            if (c->state != ST_FINISHED)
-                conn_event(&ld, c, evs[i].events, rbuf);
-        }
         now = clock_us(CLOCK_MONOTONIC);
         if (ld.progress && now >= next_progress) {
             progress(&ld, now);
@@ -1213,16 +1222,8 @@ int main(int argc, char **argv)
         int64_t hold_end = ld.t_held + (int64_t)ld.hold_s * 1000000;
         now = ld.t_held;
         while (!release_hold && now < hold_end && ld.held > ld.dropped) {
-            int k = epoll_wait(ld.ep, evs, MAX_EVENTS, 100);
-            if (k < 0 && errno != EINTR) {
-                fprintf(stderr, "streamload: epoll_wait: %s\n", strerror(errno));
+            if (!poll_once(&ld, evs, 100, rbuf))
                 break;
-            }
-            for (int i = 0; i < k; i++) {
-                struct conn *c = evs[i].data.ptr;
-                if (c->state != ST_FINISHED)
-                    conn_event(&ld, c, evs[i].events, rbuf);
-            }
             now = clock_us(CLOCK_MONOTONIC);
         }
         for (long i = 0; i < ld.n; i++) {
