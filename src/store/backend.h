@@ -60,6 +60,11 @@ extern const struct store_ops store_mysql_ops;    /* if CHATD_HAVE_MYSQL */
  * may be NULL when n is 0. */
 const char *store_text(const char *s, size_t n, struct buf *tmp, size_t *out_n);
 
+/* now - ttl: a conversation whose last_active is older has expired
+ * (store.h "Expiry"). Clamped to INT64_MIN/INT64_MAX instead of
+ * overflowing. */
+int64_t store_cutoff(int64_t now, int64_t ttl);
+
 /* Writes a printf-formatted reason into why (why_len bytes, always
  * terminated); does nothing when why is NULL. For backends' `why`s. */
 void store_set_why(char *why, size_t why_len, const char *fmt, ...)

@@ -307,15 +307,6 @@ static void p_size(struct params *p, size_t n)
     p_int8(p, n > (size_t)INT64_MAX ? INT64_MAX : (int64_t)n);
 }
 
-/* now - ttl without overflow. */
-static int64_t cutoff(const struct pg *s, int64_t now)
-{
-    int64_t c;
-    if (__builtin_sub_overflow(now, s->ttl, &c))
-        c = s->ttl > 0 ? INT64_MIN : INT64_MAX;
-    return c;
-}
-
 /* ---- results ---- */
 
 static int64_t get_int8(const PGresult *r, int row, int col)
@@ -739,7 +730,7 @@ static enum chatd_err pg_conversation_get(void *be, const char *id, int64_t now,
     if ((err = conn_get(s, &c, NULL, 0)))
         return err;
     p_text(&p, id, idlen);
-    p_bound(&p, cutoff(s, now));
+    p_bound(&p, store_cutoff(now, s->ttl));
     err = run(c, count ? ST_CONV_GET_COUNT : ST_CONV_GET, &p, true, "look up conversation", &r,
               NULL, 0);
     if (err)
@@ -986,7 +977,7 @@ static enum chatd_err pg_delete_conversation(void *be, const char *id, int64_t n
     if ((err = run_cmd(c, ST_BEGIN, NULL, true, "delete conversation")))
         return err;
     p_text(&p, id, idlen);
-    p_bound(&p, cutoff(s, now));
+    p_bound(&p, store_cutoff(now, s->ttl));
     err = run(c, ST_DELETE_LIVE, &p, false, "delete conversation", &r, NULL, 0);
     if (!err && (PQntuples(r) != 1 || get_int8(r, 0, 0) == 0))
         err = CHATD_ENOTFOUND;
@@ -1050,7 +1041,7 @@ static enum chatd_err pg_conversations_after(void *be, int64_t after_created, co
     p_str(&p, after_id);
     p_bound(&p, from);
     p_bound(&p, to);
-    p_bound(&p, cutoff(s, now));
+    p_bound(&p, store_cutoff(now, s->ttl));
     p_size(&p, limit);
     if ((err = run(c, ST_CONVS_AFTER, &p, true, "list conversations", &r, NULL, 0)))
         return err;
@@ -1087,7 +1078,7 @@ static enum chatd_err pg_count_conversations(void *be, int64_t from, int64_t to,
         return err;
     p_bound(&p, from);
     p_bound(&p, to);
-    p_bound(&p, cutoff(s, now));
+    p_bound(&p, store_cutoff(now, s->ttl));
     return count_one(c, ST_COUNT_CONVS, &p, "count conversations", out);
 }
 
@@ -1100,7 +1091,7 @@ static enum chatd_err pg_count_active(void *be, int64_t now, int64_t *out)
 
     if ((err = conn_get(s, &c, NULL, 0)))
         return err;
-    p_bound(&p, cutoff(s, now));
+    p_bound(&p, store_cutoff(now, s->ttl));
     return count_one(c, ST_COUNT_ACTIVE, &p, "count active conversations", out);
 }
 
@@ -1121,7 +1112,7 @@ static enum chatd_err pg_sweep_expired(void *be, int64_t now, store_deleted_fn d
     do {
         PGresult *r;
         struct params p = {0};
-        p_bound(&p, cutoff(s, now));
+        p_bound(&p, store_cutoff(now, s->ttl));
         p_int8(&p, SWEEP_BATCH);
         if ((err = run(c, ST_SWEEP_BATCH, &p, true, "sweep expired conversations", &r, NULL, 0)))
             break;

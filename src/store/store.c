@@ -90,6 +90,14 @@ void store_set_why(char *why, size_t why_len, const char *fmt, ...)
     va_end(ap);
 }
 
+int64_t store_cutoff(int64_t now, int64_t ttl)
+{
+    int64_t c;
+    if (__builtin_sub_overflow(now, ttl, &c))
+        c = ttl > 0 ? INT64_MIN : INT64_MAX;
+    return c;
+}
+
 const char *store_text(const char *s, size_t n, struct buf *tmp, size_t *out_n)
 {
     if (!s || (!memchr(s, '\0', n) && utf8_valid(s, n))) {
