@@ -338,37 +338,32 @@ static void get_text(const PGresult *r, int row, int col, const char **p, size_t
 
 /* ---- connections ---- */
 
-/* libpq's last error without its trailing newline, never NULL. */
-static const char *pq_error(const PGconn *db)
+/* A libpq message as one line, without its trailing newline, in a
+ * per-thread buffer that the next call overwrites. */
+static const char *one_line(const char *e)
 {
     static _Thread_local char msg[512];
-    const char *e = db ? PQerrorMessage(db) : NULL;
-    if (!e || !*e)
-        e = "unknown error";
     snprintf(msg, sizeof msg, "%s", e);
     size_t n = strlen(msg);
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
         msg[--n] = '\0';
-    for (char *q = msg; *q; q++) /* one line: libpq adds "\n\t" hints */
+    for (char *q = msg; *q; q++) /* libpq adds "\n\t" hints */
         if (*q == '\n' || *q == '\t')
             *q = ' ';
     return msg;
 }
 
+/* libpq's last error as one line, never NULL. */
+static const char *pq_error(const PGconn *db)
+{
+    const char *e = db ? PQerrorMessage(db) : NULL;
+    return one_line(e && *e ? e : "unknown error");
+}
+
 static const char *res_error(const PGresult *r, const PGconn *db)
 {
     const char *e = r ? PQresultErrorMessage(r) : NULL;
-    if (!e || !*e)
-        return pq_error(db);
-    static _Thread_local char msg[512];
-    snprintf(msg, sizeof msg, "%s", e);
-    size_t n = strlen(msg);
-    while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
-        msg[--n] = '\0';
-    for (char *q = msg; *q; q++)
-        if (*q == '\n' || *q == '\t')
-            *q = ' ';
-    return msg;
+    return e && *e ? one_line(e) : pq_error(db);
 }
 
 /* Notices (e.g. "relation already exists, skipping") are not errors. */
@@ -443,7 +438,6 @@ static enum chatd_err conn_get(struct pg *s, struct conn **out, char *why, size_
             store_set_why(why, why_len, "%s", pq_error(c->db));
             return CHATD_EDB;
         }
-        PQsetNoticeProcessor(c->db, quiet_notice, NULL);
     } else if (PQstatus(c->db) != CONNECTION_OK) {
         enum chatd_err err = conn_reset(c, why, why_len);
         if (err)
@@ -627,8 +621,7 @@ static enum chatd_err parse_url(struct pg *s, const char *url, const char *passw
     struct buf w = BUF_INIT;
     buf_appendf(&w, "%s%s%s%s%s/%s", user ? user : "", user ? "@" : "", host ? host : "localhost",
                 port ? ":" : "", port ? port : "", db ? db : "");
-    s->where = xstrdup(w.ptr ? w.ptr : "");
-    buf_release(&w);
+    s->where = buf_take(&w);
     return CHATD_OK;
 }
 
