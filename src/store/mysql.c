@@ -1074,8 +1074,7 @@ static enum chatd_err my_conversation_get(void *be, const char *id, int64_t now,
     size_t idlen = strlen(id);
     enum chatd_err err;
 
-    if (idlen > UUID_STR_LEN)
-        return CHATD_ENOTFOUND; /* cannot be one of ours, nor fit in out->id */
+    assert(idlen <= UUID_STR_LEN); /* store.c answered longer ones */
     WITH_RETRY(s, conv_get_once(s, c, id, idlen, now, count, out));
     return err;
 }
@@ -1127,8 +1126,6 @@ static enum chatd_err my_history_tail(void *be, const char *id, size_t n, store_
     struct conn *c = NULL;
     enum chatd_err err;
 
-    if (n == 0)
-        return CHATD_OK;
     WITH_RETRY(s, history_once(c, id, n, fn, arg));
     return err;
 }
@@ -1402,9 +1399,6 @@ static enum chatd_err my_messages_after(void *be, const char *id, int64_t after_
     struct conn *c = NULL;
     enum chatd_err err;
 
-    *count = 0;
-    if (limit == 0)
-        return CHATD_OK;
     WITH_RETRY(s, messages_once(c, id, after_id, limit, fn, arg, count));
     return err;
 }
@@ -1469,9 +1463,6 @@ static enum chatd_err my_conversations_after(void *be, int64_t after_created, co
     struct conn *c = NULL;
     enum chatd_err err;
 
-    *count = 0;
-    if (limit == 0)
-        return CHATD_OK;
     WITH_RETRY(s, convs_once(s, c, after_created, after_id, from, to, now, limit, fn, arg, count));
     return err;
 }

@@ -58,6 +58,7 @@
  * export batches of 100 or 50), then call the row callback: a callback may
  * call any store function, the one iterating included.
  */
+#include <assert.h>
 #include <endian.h>
 #include <libpq-fe.h>
 #include <pthread.h>
@@ -716,8 +717,7 @@ static enum chatd_err pg_conversation_get(void *be, const char *id, int64_t now,
     size_t idlen = strlen(id);
     enum chatd_err err;
 
-    if (idlen > UUID_STR_LEN)
-        return CHATD_ENOTFOUND; /* cannot be one of ours, nor fit in out->id */
+    assert(idlen <= UUID_STR_LEN); /* store.c answered longer ones */
     if (!utf8_valid(id, idlen))
         return CHATD_ENOTFOUND; /* no text column can hold it */
     if ((err = conn_get(s, &c, NULL, 0)))
@@ -766,7 +766,7 @@ static enum chatd_err pg_history_tail(void *be, const char *id, size_t n, store_
     struct params p = {0};
     enum chatd_err err;
 
-    if (n == 0 || !utf8_valid(id, strlen(id)))
+    if (!utf8_valid(id, strlen(id)))
         return CHATD_OK;
     if ((err = conn_get(s, &c, NULL, 0)))
         return err;
@@ -991,8 +991,7 @@ static enum chatd_err pg_messages_after(void *be, const char *id, int64_t after_
     struct params p = {0};
     enum chatd_err err;
 
-    *count = 0;
-    if (limit == 0 || !utf8_valid(id, strlen(id)))
+    if (!utf8_valid(id, strlen(id)))
         return CHATD_OK;
     if ((err = conn_get(s, &c, NULL, 0)))
         return err;
@@ -1016,9 +1015,6 @@ static enum chatd_err pg_conversations_after(void *be, int64_t after_created, co
     struct params p = {0};
     enum chatd_err err;
 
-    *count = 0;
-    if (limit == 0)
-        return CHATD_OK;
     if (!utf8_valid(after_id, strlen(after_id))) {
         log_error("store: list conversations: the key id is not UTF-8");
         return CHATD_EINVAL;

@@ -659,8 +659,7 @@ static enum chatd_err sq_conversation_get(void *be, const char *id, int64_t now,
     size_t idlen = strlen(id);
     enum chatd_err err;
 
-    if (idlen > UUID_STR_LEN)
-        return CHATD_ENOTFOUND; /* cannot be one of ours, nor fit in out->id */
+    assert(idlen <= UUID_STR_LEN); /* store.c answered longer ones */
     if ((err = conn_get(s, &c, NULL, 0)))
         return err;
     enum stmt which = count ? ST_CONV_GET_COUNT : ST_CONV_GET;
@@ -696,8 +695,6 @@ static enum chatd_err sq_history_tail(void *be, const char *id, size_t n, store_
     sqlite3_stmt *st;
     enum chatd_err err;
 
-    if (n == 0)
-        return CHATD_OK;
     if ((err = conn_get(s, &c, NULL, 0)))
         return err;
     if (!(st = take(c, ST_HISTORY_TAIL)))
@@ -836,9 +833,6 @@ static enum chatd_err sq_messages_after(void *be, const char *id, int64_t after_
     sqlite3_stmt *st;
     enum chatd_err err;
 
-    *count = 0;
-    if (limit == 0)
-        return CHATD_OK;
     if ((err = conn_get(s, &c, NULL, 0)))
         return err;
     if (!(st = take(c, ST_MESSAGES_AFTER)))
@@ -861,9 +855,6 @@ static enum chatd_err sq_conversations_after(void *be, int64_t after_created, co
     enum chatd_err err;
     int rc;
 
-    *count = 0;
-    if (limit == 0)
-        return CHATD_OK;
     if ((err = conn_get(s, &c, NULL, 0)))
         return err;
     if (!(st = take(c, ST_CONVS_AFTER)))

@@ -305,6 +305,8 @@ enum chatd_err store_conversation_get(struct store *st, const char *id, int64_t 
                                       struct store_conversation *out)
 {
     assert(id && out);
+    if (strlen(id) > UUID_STR_LEN)
+        return CHATD_ENOTFOUND; /* cannot be one of ours, nor fit in out->id */
     return st->ops->conversation_get(st->be, id, now, count, out);
 }
 
@@ -312,6 +314,8 @@ enum chatd_err store_history_tail(struct store *st, const char *id, size_t n, st
                                   void *arg)
 {
     assert(id && fn);
+    if (n == 0)
+        return CHATD_OK;
     return st->ops->history_tail(st->be, id, n, fn, arg);
 }
 
@@ -332,6 +336,9 @@ enum chatd_err store_messages_after(struct store *st, const char *id, int64_t af
                                     size_t limit, store_message_fn fn, void *arg, size_t *count)
 {
     assert(id && fn && count);
+    *count = 0;
+    if (limit == 0)
+        return CHATD_OK;
     return st->ops->messages_after(st->be, id, after_id, limit, fn, arg, count);
 }
 
@@ -341,6 +348,9 @@ enum chatd_err store_conversations_after(struct store *st, int64_t after_created
                                          void *arg, size_t *count)
 {
     assert(after_id && fn && count);
+    *count = 0;
+    if (limit == 0)
+        return CHATD_OK;
     return st->ops->conversations_after(st->be, after_created, after_id, from, to, now, limit, fn,
                                         arg, count);
 }
