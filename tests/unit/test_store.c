@@ -313,65 +313,6 @@ static void test_append_and_get(void **state)
     sqlite3_close(db);
 }
 
-static void test_conversations_after_bounds_and_keyset(void **state)
-{
-    struct fx *f = *state;
-    /* created_at per conversation: midnight edges, a tie, an expired one. */
-    static const int64_t created[] = {
-        D0, /* day 0 00:00:00.000000 exactly */
-        D0 + 12 * 3600 * SEC,
-        D0 + DAY,         /* day 1 00:00:00.000000 exactly */
-        D0 + DAY,         /* a tie on created_at: ordered by id */
-        D0 + 2 * DAY - 1, /* day 1 23:59:59.999999 */
-        D0 + 2 * DAY,     /* day 2 00:00:00.000000 */
-        D0 - 1,           /* day -1 23:59:59.999999 */
-    };
-    enum { N = sizeof created / sizeof created[0] };
-    char ids[N][UUID_STR_LEN + 1], expired[UUID_STR_LEN + 1];
-    const int64_t now = D0 + 3 * DAY;
-    for (int i = 0; i < N; i++) {
-        new_id(ids[i]);
-        assert_int_equal(append(f->st, ids[i], "q", "a", created[i]), CHATD_OK);
-        assert_int_equal(append(f->st, ids[i], "q2", "a2", now - 10 * SEC), CHATD_OK);
-    }
-    new_id(expired);
-    assert_int_equal(append(f->st, expired, "q", "a", D0 + 3600 * SEC), CHATD_OK);
-
-    for (size_t limit = 1; limit <= 8; limit++) {
-        struct convs cs;
-        list_all(f->st, INT64_MIN, INT64_MAX, now, limit, &cs);
-        assert_int_equal(cs.n, N);
-        for (size_t i = 0; i < cs.n; i++) {
-            assert_int_equal(cs.c[i].message_count, 4);
-            assert_true(cs.c[i].last_active == now - 9 * SEC);
-            if (i > 0) /* strictly increasing (created_at, id): each once */
-                assert_true(cs.c[i - 1].created_at < cs.c[i].created_at ||
-                            (cs.c[i - 1].created_at == cs.c[i].created_at &&
-                             strcmp(cs.c[i - 1].id, cs.c[i].id) < 0));
-        }
-        assert_true(cs.c[0].created_at == D0 - 1);
-        assert_true(cs.c[N - 1].created_at == D0 + 2 * DAY);
-    }
-
-    /* [day 0, day 2): the five created on days 0 and 1. */
-    struct convs cs;
-    int64_t n;
-    list_all(f->st, D0, D0 + 2 * DAY, now, 2, &cs);
-    assert_int_equal(cs.n, 5);
-    assert_true(cs.c[0].created_at == D0 && cs.c[4].created_at == D0 + 2 * DAY - 1);
-    assert_int_equal(store_count_conversations(f->st, D0, D0 + 2 * DAY, now, &n), CHATD_OK);
-    assert_int_equal(n, 5);
-    /* [day 1, day 1 + 1 us): exactly the two at midnight. */
-    list_all(f->st, D0 + DAY, D0 + DAY + 1, now, 50, &cs);
-    assert_int_equal(cs.n, 2);
-    assert_int_equal(store_count_conversations(f->st, D0 + DAY, D0 + DAY + 1, now, &n), CHATD_OK);
-    assert_int_equal(n, 2);
-    assert_int_equal(store_count_conversations(f->st, INT64_MIN, INT64_MAX, now, &n), CHATD_OK);
-    assert_int_equal(n, N);
-    assert_int_equal(store_count_active(f->st, now, &n), CHATD_OK);
-    assert_int_equal(n, N);
-}
-
 static void test_delete(void **state)
 {
     struct fx *f = *state;
@@ -889,7 +830,6 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_open_ping_and_schema),
         T(test_append_and_get),
-        T(test_conversations_after_bounds_and_keyset),
         T(test_delete),
         T(test_sweep_batches_and_callback),
         T(test_rows_written_by_other_tools),
