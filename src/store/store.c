@@ -62,6 +62,11 @@ struct scheme {
     size_t skip;                 /* bytes of prefix dropped before open() */
 };
 
+#ifdef CHATD_HAVE_POSTGRESQL
+#define POSTGRES_OPS (&store_postgres_ops)
+#else
+#define POSTGRES_OPS NULL
+#endif
 #ifdef CHATD_HAVE_MYSQL
 #define MYSQL_OPS (&store_mysql_ops)
 #else
@@ -70,13 +75,8 @@ struct scheme {
 
 static const struct scheme schemes[] = {
     {"sqlite:", "sqlite", &store_sqlite_ops, sizeof "sqlite:" - 1},
-#ifdef CHATD_HAVE_POSTGRESQL
-    {"postgresql://", "postgresql", &store_postgres_ops, 0},
-    {"postgres://", "postgresql", &store_postgres_ops, 0},
-#else
-    {"postgresql://", "postgresql", NULL, 0},
-    {"postgres://", "postgresql", NULL, 0},
-#endif
+    {"postgresql://", "postgresql", POSTGRES_OPS, 0},
+    {"postgres://", "postgresql", POSTGRES_OPS, 0},
     {"mysql://", "mysql", MYSQL_OPS, 0},
 };
 
