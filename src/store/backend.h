@@ -5,8 +5,12 @@
  * store.c parses the URL, picks the table and forwards every call of
  * store.h to it, with the backend's own object `be` first. Each entry
  * has exactly the contract of the store.h function of the same name
- * (errors, row callbacks, expiry); only the first argument differs. A
- * backend logs its native errors itself, once, and returns chatd errors.
+ * (errors, row callbacks, expiry); only the first argument differs, and
+ * store.c answers the trivial calls itself, so a backend never sees them:
+ * conversation_get with an id longer than a UUID (CHATD_ENOTFOUND), and
+ * history_tail, messages_after or conversations_after for 0 rows; the
+ * last two get *count already set to 0. A backend logs its native errors
+ * itself, once, and returns chatd errors.
  * No database type appears here: each client library stays in its own
  * src/store/<name>.c.
  */
@@ -59,6 +63,11 @@ extern const struct store_ops store_mysql_ops;    /* if CHATD_HAVE_MYSQL */
  * byte that is not part of valid UTF-8 is U+FFFD. *out_n is its length. s
  * may be NULL when n is 0. */
 const char *store_text(const char *s, size_t n, struct buf *tmp, size_t *out_n);
+
+/* now - ttl: a conversation whose last_active is older has expired
+ * (store.h "Expiry"). Clamped to INT64_MIN/INT64_MAX instead of
+ * overflowing. */
+int64_t store_cutoff(int64_t now, int64_t ttl);
 
 /* Writes a printf-formatted reason into why (why_len bytes, always
  * terminated); does nothing when why is NULL. For backends' `why`s. */

@@ -315,15 +315,6 @@ static bool from_mysql_time(const MYSQL_TIME *t, int64_t *out)
     return true;
 }
 
-/* now - ttl without overflow. */
-static int64_t cutoff(const struct my *s, int64_t now)
-{
-    int64_t c;
-    if (__builtin_sub_overflow(now, s->ttl, &c))
-        c = s->ttl > 0 ? INT64_MIN : INT64_MAX;
-    return c;
-}
-
 /* A cutoff past every time DATETIME holds: nothing is live any more (the
  * bound itself cannot be bound, so queries are told so apart). */
 static bool all_expired(int64_t cut)
@@ -376,6 +367,14 @@ static void p_time(struct params *p, int64_t t)
     b->buffer_type = MYSQL_TYPE_DATETIME;
     b->buffer = &p->t[p->n];
     p->n++;
+}
+
+/* The three parameters of EXPIRED() and LIVE() for the cutoff cut. */
+static void p_expiry(struct params *p, int64_t cut)
+{
+    p_i64(p, all_expired(cut));
+    p_time(p, cut);
+    p_time(p, cut);
 }
 
 /* ---- connections ---- */
@@ -1046,7 +1045,7 @@ static enum chatd_err conv_get_once(struct my *s, struct conn *c, const char *id
     MYSQL_STMT *st = take(c, i, what, &err);
     if (!st)
         return err;
-    int64_t cut = cutoff(s, now);
+    int64_t cut = store_cutoff(now, s->ttl);
     if (all_expired(cut)) {
         give(c, i);
         return CHATD_ENOTFOUND;
@@ -1075,8 +1074,7 @@ static enum chatd_err my_conversation_get(void *be, const char *id, int64_t now,
     size_t idlen = strlen(id);
     enum chatd_err err;
 
-    if (idlen > UUID_STR_LEN)
-        return CHATD_ENOTFOUND; /* cannot be one of ours, nor fit in out->id */
+    assert(idlen <= UUID_STR_LEN); /* store.c answered longer ones */
     WITH_RETRY(s, conv_get_once(s, c, id, idlen, now, count, out));
     return err;
 }
@@ -1128,8 +1126,6 @@ static enum chatd_err my_history_tail(void *be, const char *id, size_t n, store_
     struct conn *c = NULL;
     enum chatd_err err;
 
-    if (n == 0)
-        return CHATD_OK;
     WITH_RETRY(s, history_once(c, id, n, fn, arg));
     return err;
 }
@@ -1338,16 +1334,17 @@ static enum chatd_err delete_once(struct my *s, struct conn *c, const char *id, 
 {
     struct params p = {0};
     uint64_t n = 0;
+    int64_t cut = store_cutoff(now, s->ttl);
     enum chatd_err err;
 
-    if (all_expired(cutoff(s, now)))
+    if (all_expired(cut))
         return CHATD_ENOTFOUND;
     if ((err = begin(c, "delete conversation")))
         return err;
     /* The conversation first: its row lock orders this against an exchange
      * or a sweep of the same conversation. */
     p_str(&p, id);
-    p_time(&p, cutoff(s, now));
+    p_time(&p, cut);
     if ((err = run(c, ST_DELETE_LIVE_CONV, &p, "delete conversation", &n)))
         goto out;
     if (n == 0) {
@@ -1402,9 +1399,6 @@ static enum chatd_err my_messages_after(void *be, const char *id, int64_t after_
     struct conn *c = NULL;
     enum chatd_err err;
 
-    *count = 0;
-    if (limit == 0)
-        return CHATD_OK;
     WITH_RETRY(s, messages_once(c, id, after_id, limit, fn, arg, count));
     return err;
 }
@@ -1416,8 +1410,9 @@ static enum chatd_err convs_once(struct my *s, struct conn *c, int64_t after_cre
     static const char what[] = "list conversations";
     const enum stmt i = ST_CONVS_AFTER;
     struct params p = {0};
+    int64_t cut = store_cutoff(now, s->ttl);
     enum chatd_err err = CHATD_OK;
-    if (all_expired(cutoff(s, now)))
+    if (all_expired(cut))
         return CHATD_OK;
     MYSQL_STMT *st = take(c, i, what, &err);
     if (!st)
@@ -1431,7 +1426,7 @@ static enum chatd_err convs_once(struct my *s, struct conn *c, int64_t after_cre
     p_time(&p, from);
     p_time(&p, to);
     p_i64(&p, to > TIME_MAX);
-    p_time(&p, cutoff(s, now));
+    p_time(&p, cut);
     p_size(&p, limit);
     if (!(err = execute(c, i, st, &p, "stti", what))) {
         while (fetch(c, i, st, what, &err)) {
@@ -1468,9 +1463,6 @@ static enum chatd_err my_conversations_after(void *be, int64_t after_created, co
     struct conn *c = NULL;
     enum chatd_err err;
 
-    *count = 0;
-    if (limit == 0)
-        return CHATD_OK;
     WITH_RETRY(s, convs_once(s, c, after_created, after_id, from, to, now, limit, fn, arg, count));
     return err;
 }
@@ -1479,14 +1471,15 @@ static enum chatd_err count_convs_once(struct my *s, struct conn *c, int64_t fro
                                        int64_t now, int64_t *out)
 {
     struct params p = {0};
-    if (all_expired(cutoff(s, now))) {
+    int64_t cut = store_cutoff(now, s->ttl);
+    if (all_expired(cut)) {
         *out = 0;
         return CHATD_OK;
     }
     p_time(&p, from);
     p_time(&p, to);
     p_i64(&p, to > TIME_MAX);
-    p_time(&p, cutoff(s, now));
+    p_time(&p, cut);
     return count_one(c, ST_COUNT_CONVS, &p, "count conversations", out);
 }
 
@@ -1504,9 +1497,7 @@ static enum chatd_err my_count_conversations(void *be, int64_t from, int64_t to,
 static enum chatd_err count_active_once(struct my *s, struct conn *c, int64_t now, int64_t *out)
 {
     struct params p = {0};
-    p_i64(&p, all_expired(cutoff(s, now)));
-    p_time(&p, cutoff(s, now));
-    p_time(&p, cutoff(s, now));
+    p_expiry(&p, store_cutoff(now, s->ttl));
     return count_one(c, ST_COUNT_ACTIVE, &p, "count active conversations", out);
 }
 
@@ -1535,9 +1526,7 @@ static enum chatd_err sweep_select(struct my *s, struct conn *c, int64_t now, st
     buf_reset(ids);
     if (!st)
         return err;
-    p_i64(&p, all_expired(cutoff(s, now)));
-    p_time(&p, cutoff(s, now));
-    p_time(&p, cutoff(s, now));
+    p_expiry(&p, store_cutoff(now, s->ttl));
     p_i64(&p, SWEEP_BATCH);
     if (!(err = execute(c, i, st, &p, "s", what))) {
         while (fetch(c, i, st, what, &err)) {
@@ -1559,6 +1548,7 @@ static enum chatd_err sweep_select(struct my *s, struct conn *c, int64_t now, st
 static enum chatd_err sweep_delete(struct my *s, struct conn *c, int64_t now, const struct buf *ids,
                                    struct buf *done, size_t *deleted)
 {
+    int64_t cut = store_cutoff(now, s->ttl);
     enum chatd_err err;
 
     *deleted = 0;
@@ -1570,9 +1560,7 @@ static enum chatd_err sweep_delete(struct my *s, struct conn *c, int64_t now, co
         struct params p = {0};
         uint64_t n = 0;
         p_str(&p, id);
-        p_i64(&p, all_expired(cutoff(s, now)));
-        p_time(&p, cutoff(s, now));
-        p_time(&p, cutoff(s, now));
+        p_expiry(&p, cut);
         if ((err = run(c, ST_SWEEP_DELETE_CONV, &p, "sweep expired conversation", &n)) || n == 0)
             continue;
         memset(&p, 0, sizeof p);

@@ -58,6 +58,7 @@
  * export batches of 100 or 50), then call the row callback: a callback may
  * call any store function, the one iterating included.
  */
+#include <assert.h>
 #include <endian.h>
 #include <libpq-fe.h>
 #include <pthread.h>
@@ -307,15 +308,6 @@ static void p_size(struct params *p, size_t n)
     p_int8(p, n > (size_t)INT64_MAX ? INT64_MAX : (int64_t)n);
 }
 
-/* now - ttl without overflow. */
-static int64_t cutoff(const struct pg *s, int64_t now)
-{
-    int64_t c;
-    if (__builtin_sub_overflow(now, s->ttl, &c))
-        c = s->ttl > 0 ? INT64_MIN : INT64_MAX;
-    return c;
-}
-
 /* ---- results ---- */
 
 static int64_t get_int8(const PGresult *r, int row, int col)
@@ -347,37 +339,32 @@ static void get_text(const PGresult *r, int row, int col, const char **p, size_t
 
 /* ---- connections ---- */
 
-/* libpq's last error without its trailing newline, never NULL. */
-static const char *pq_error(const PGconn *db)
+/* A libpq message as one line, without its trailing newline, in a
+ * per-thread buffer that the next call overwrites. */
+static const char *one_line(const char *e)
 {
     static _Thread_local char msg[512];
-    const char *e = db ? PQerrorMessage(db) : NULL;
-    if (!e || !*e)
-        e = "unknown error";
     snprintf(msg, sizeof msg, "%s", e);
     size_t n = strlen(msg);
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
         msg[--n] = '\0';
-    for (char *q = msg; *q; q++) /* one line: libpq adds "\n\t" hints */
+    for (char *q = msg; *q; q++) /* libpq adds "\n\t" hints */
         if (*q == '\n' || *q == '\t')
             *q = ' ';
     return msg;
 }
 
+/* libpq's last error as one line, never NULL. */
+static const char *pq_error(const PGconn *db)
+{
+    const char *e = db ? PQerrorMessage(db) : NULL;
+    return one_line(e && *e ? e : "unknown error");
+}
+
 static const char *res_error(const PGresult *r, const PGconn *db)
 {
     const char *e = r ? PQresultErrorMessage(r) : NULL;
-    if (!e || !*e)
-        return pq_error(db);
-    static _Thread_local char msg[512];
-    snprintf(msg, sizeof msg, "%s", e);
-    size_t n = strlen(msg);
-    while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
-        msg[--n] = '\0';
-    for (char *q = msg; *q; q++)
-        if (*q == '\n' || *q == '\t')
-            *q = ' ';
-    return msg;
+    return e && *e ? one_line(e) : pq_error(db);
 }
 
 /* Notices (e.g. "relation already exists, skipping") are not errors. */
@@ -452,7 +439,6 @@ static enum chatd_err conn_get(struct pg *s, struct conn **out, char *why, size_
             store_set_why(why, why_len, "%s", pq_error(c->db));
             return CHATD_EDB;
         }
-        PQsetNoticeProcessor(c->db, quiet_notice, NULL);
     } else if (PQstatus(c->db) != CONNECTION_OK) {
         enum chatd_err err = conn_reset(c, why, why_len);
         if (err)
@@ -636,8 +622,7 @@ static enum chatd_err parse_url(struct pg *s, const char *url, const char *passw
     struct buf w = BUF_INIT;
     buf_appendf(&w, "%s%s%s%s%s/%s", user ? user : "", user ? "@" : "", host ? host : "localhost",
                 port ? ":" : "", port ? port : "", db ? db : "");
-    s->where = xstrdup(w.ptr ? w.ptr : "");
-    buf_release(&w);
+    s->where = buf_take(&w);
     return CHATD_OK;
 }
 
@@ -732,14 +717,13 @@ static enum chatd_err pg_conversation_get(void *be, const char *id, int64_t now,
     size_t idlen = strlen(id);
     enum chatd_err err;
 
-    if (idlen > UUID_STR_LEN)
-        return CHATD_ENOTFOUND; /* cannot be one of ours, nor fit in out->id */
+    assert(idlen <= UUID_STR_LEN); /* store.c answered longer ones */
     if (!utf8_valid(id, idlen))
         return CHATD_ENOTFOUND; /* no text column can hold it */
     if ((err = conn_get(s, &c, NULL, 0)))
         return err;
     p_text(&p, id, idlen);
-    p_bound(&p, cutoff(s, now));
+    p_bound(&p, store_cutoff(now, s->ttl));
     err = run(c, count ? ST_CONV_GET_COUNT : ST_CONV_GET, &p, true, "look up conversation", &r,
               NULL, 0);
     if (err)
@@ -782,7 +766,7 @@ static enum chatd_err pg_history_tail(void *be, const char *id, size_t n, store_
     struct params p = {0};
     enum chatd_err err;
 
-    if (n == 0 || !utf8_valid(id, strlen(id)))
+    if (!utf8_valid(id, strlen(id)))
         return CHATD_OK;
     if ((err = conn_get(s, &c, NULL, 0)))
         return err;
@@ -986,7 +970,7 @@ static enum chatd_err pg_delete_conversation(void *be, const char *id, int64_t n
     if ((err = run_cmd(c, ST_BEGIN, NULL, true, "delete conversation")))
         return err;
     p_text(&p, id, idlen);
-    p_bound(&p, cutoff(s, now));
+    p_bound(&p, store_cutoff(now, s->ttl));
     err = run(c, ST_DELETE_LIVE, &p, false, "delete conversation", &r, NULL, 0);
     if (!err && (PQntuples(r) != 1 || get_int8(r, 0, 0) == 0))
         err = CHATD_ENOTFOUND;
@@ -1007,8 +991,7 @@ static enum chatd_err pg_messages_after(void *be, const char *id, int64_t after_
     struct params p = {0};
     enum chatd_err err;
 
-    *count = 0;
-    if (limit == 0 || !utf8_valid(id, strlen(id)))
+    if (!utf8_valid(id, strlen(id)))
         return CHATD_OK;
     if ((err = conn_get(s, &c, NULL, 0)))
         return err;
@@ -1032,9 +1015,6 @@ static enum chatd_err pg_conversations_after(void *be, int64_t after_created, co
     struct params p = {0};
     enum chatd_err err;
 
-    *count = 0;
-    if (limit == 0)
-        return CHATD_OK;
     if (!utf8_valid(after_id, strlen(after_id))) {
         log_error("store: list conversations: the key id is not UTF-8");
         return CHATD_EINVAL;
@@ -1050,7 +1030,7 @@ static enum chatd_err pg_conversations_after(void *be, int64_t after_created, co
     p_str(&p, after_id);
     p_bound(&p, from);
     p_bound(&p, to);
-    p_bound(&p, cutoff(s, now));
+    p_bound(&p, store_cutoff(now, s->ttl));
     p_size(&p, limit);
     if ((err = run(c, ST_CONVS_AFTER, &p, true, "list conversations", &r, NULL, 0)))
         return err;
@@ -1087,7 +1067,7 @@ static enum chatd_err pg_count_conversations(void *be, int64_t from, int64_t to,
         return err;
     p_bound(&p, from);
     p_bound(&p, to);
-    p_bound(&p, cutoff(s, now));
+    p_bound(&p, store_cutoff(now, s->ttl));
     return count_one(c, ST_COUNT_CONVS, &p, "count conversations", out);
 }
 
@@ -1100,7 +1080,7 @@ static enum chatd_err pg_count_active(void *be, int64_t now, int64_t *out)
 
     if ((err = conn_get(s, &c, NULL, 0)))
         return err;
-    p_bound(&p, cutoff(s, now));
+    p_bound(&p, store_cutoff(now, s->ttl));
     return count_one(c, ST_COUNT_ACTIVE, &p, "count active conversations", out);
 }
 
@@ -1121,7 +1101,7 @@ static enum chatd_err pg_sweep_expired(void *be, int64_t now, store_deleted_fn d
     do {
         PGresult *r;
         struct params p = {0};
-        p_bound(&p, cutoff(s, now));
+        p_bound(&p, store_cutoff(now, s->ttl));
         p_int8(&p, SWEEP_BATCH);
         if ((err = run(c, ST_SWEEP_BATCH, &p, true, "sweep expired conversations", &r, NULL, 0)))
             break;

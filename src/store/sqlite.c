@@ -377,15 +377,6 @@ static int bind_size(sqlite3_stmt *st, int i, size_t n)
     return sqlite3_bind_int64(st, i, n > (size_t)INT64_MAX ? INT64_MAX : (int64_t)n);
 }
 
-/* now - ttl without overflow. */
-static int64_t cutoff(const struct sq *s, int64_t now)
-{
-    int64_t c;
-    if (__builtin_sub_overflow(now, s->ttl, &c))
-        c = s->ttl > 0 ? INT64_MIN : INT64_MAX;
-    return c;
-}
-
 static void column(sqlite3_stmt *st, int i, const char **p, size_t *n)
 {
     const char *b = sqlite3_column_blob(st, i); /* before _bytes: no conversion */
@@ -668,14 +659,13 @@ static enum chatd_err sq_conversation_get(void *be, const char *id, int64_t now,
     size_t idlen = strlen(id);
     enum chatd_err err;
 
-    if (idlen > UUID_STR_LEN)
-        return CHATD_ENOTFOUND; /* cannot be one of ours, nor fit in out->id */
+    assert(idlen <= UUID_STR_LEN); /* store.c answered longer ones */
     if ((err = conn_get(s, &c, NULL, 0)))
         return err;
     enum stmt which = count ? ST_CONV_GET_COUNT : ST_CONV_GET;
     if (!(st = take(c, which)))
         return CHATD_EINTERNAL;
-    if (bind_bytes(st, 1, id, idlen) || bind_bound(st, 2, cutoff(s, now))) {
+    if (bind_bytes(st, 1, id, idlen) || bind_bound(st, 2, store_cutoff(now, s->ttl))) {
         err = fail(c, "look up conversation");
         goto out;
     }
@@ -705,8 +695,6 @@ static enum chatd_err sq_history_tail(void *be, const char *id, size_t n, store_
     sqlite3_stmt *st;
     enum chatd_err err;
 
-    if (n == 0)
-        return CHATD_OK;
     if ((err = conn_get(s, &c, NULL, 0)))
         return err;
     if (!(st = take(c, ST_HISTORY_TAIL)))
@@ -802,6 +790,7 @@ static enum chatd_err sq_delete_conversation(void *be, const char *id, int64_t n
     struct sq *s = be;
     struct conn *c;
     sqlite3_stmt *st;
+    int64_t cut = store_cutoff(now, s->ttl);
     enum chatd_err err;
 
     if ((err = conn_get(s, &c, NULL, 0)))
@@ -813,7 +802,7 @@ static enum chatd_err sq_delete_conversation(void *be, const char *id, int64_t n
         err = CHATD_EINTERNAL;
         goto out;
     }
-    if (bind_str(st, 1, id) || bind_bound(st, 2, cutoff(s, now)) || sqlite3_step(st) != SQLITE_DONE)
+    if (bind_str(st, 1, id) || bind_bound(st, 2, cut) || sqlite3_step(st) != SQLITE_DONE)
         err = fail(c, "delete messages");
     give(c, ST_DELETE_LIVE_MSGS);
     if (err)
@@ -822,7 +811,7 @@ static enum chatd_err sq_delete_conversation(void *be, const char *id, int64_t n
         err = CHATD_EINTERNAL;
         goto out;
     }
-    if (bind_str(st, 1, id) || bind_bound(st, 2, cutoff(s, now)) || sqlite3_step(st) != SQLITE_DONE)
+    if (bind_str(st, 1, id) || bind_bound(st, 2, cut) || sqlite3_step(st) != SQLITE_DONE)
         err = fail(c, "delete conversation");
     else if (sqlite3_changes(c->db) == 0)
         err = CHATD_ENOTFOUND;
@@ -844,9 +833,6 @@ static enum chatd_err sq_messages_after(void *be, const char *id, int64_t after_
     sqlite3_stmt *st;
     enum chatd_err err;
 
-    *count = 0;
-    if (limit == 0)
-        return CHATD_OK;
     if ((err = conn_get(s, &c, NULL, 0)))
         return err;
     if (!(st = take(c, ST_MESSAGES_AFTER)))
@@ -869,9 +855,6 @@ static enum chatd_err sq_conversations_after(void *be, int64_t after_created, co
     enum chatd_err err;
     int rc;
 
-    *count = 0;
-    if (limit == 0)
-        return CHATD_OK;
     if ((err = conn_get(s, &c, NULL, 0)))
         return err;
     if (!(st = take(c, ST_CONVS_AFTER)))
@@ -880,7 +863,7 @@ static enum chatd_err sq_conversations_after(void *be, int64_t after_created, co
      * or after `from`, so the index seek starts there. */
     rc = after_id[0] ? bind_time(st, 1, after_created) : bind_bound(st, 1, from);
     if (rc || bind_str(st, 2, after_id) || bind_bound(st, 3, from) || bind_bound(st, 4, to) ||
-        bind_bound(st, 5, cutoff(s, now)) || bind_size(st, 6, limit)) {
+        bind_bound(st, 5, store_cutoff(now, s->ttl)) || bind_size(st, 6, limit)) {
         err = fail(c, "list conversations");
         goto out;
     }
@@ -922,7 +905,8 @@ static enum chatd_err sq_count_conversations(void *be, int64_t from, int64_t to,
         return err;
     if (!(st = take(c, ST_COUNT_CONVS)))
         return CHATD_EINTERNAL;
-    if (bind_bound(st, 1, from) || bind_bound(st, 2, to) || bind_bound(st, 3, cutoff(s, now)))
+    if (bind_bound(st, 1, from) || bind_bound(st, 2, to) ||
+        bind_bound(st, 3, store_cutoff(now, s->ttl)))
         err = fail(c, "count conversations");
     else
         err = count_one(c, st, "count conversations", out);
@@ -941,7 +925,7 @@ static enum chatd_err sq_count_active(void *be, int64_t now, int64_t *out)
         return err;
     if (!(st = take(c, ST_COUNT_ACTIVE)))
         return CHATD_EINTERNAL;
-    if (bind_bound(st, 1, cutoff(s, now)))
+    if (bind_bound(st, 1, store_cutoff(now, s->ttl)))
         err = fail(c, "count active conversations");
     else
         err = count_one(c, st, "count active conversations", out);
@@ -983,7 +967,7 @@ static enum chatd_err sweep_batch(struct sq *s, struct conn *c, int64_t now, str
         err = CHATD_EINTERNAL;
         goto out;
     }
-    if (bind_bound(st, 1, cutoff(s, now)) || sqlite3_bind_int(st, 2, SWEEP_BATCH)) {
+    if (bind_bound(st, 1, store_cutoff(now, s->ttl)) || sqlite3_bind_int(st, 2, SWEEP_BATCH)) {
         err = fail(c, "sweep expired conversations");
     } else {
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {

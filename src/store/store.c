@@ -62,6 +62,11 @@ struct scheme {
     size_t skip;                 /* bytes of prefix dropped before open() */
 };
 
+#ifdef CHATD_HAVE_POSTGRESQL
+#define POSTGRES_OPS (&store_postgres_ops)
+#else
+#define POSTGRES_OPS NULL
+#endif
 #ifdef CHATD_HAVE_MYSQL
 #define MYSQL_OPS (&store_mysql_ops)
 #else
@@ -70,13 +75,8 @@ struct scheme {
 
 static const struct scheme schemes[] = {
     {"sqlite:", "sqlite", &store_sqlite_ops, sizeof "sqlite:" - 1},
-#ifdef CHATD_HAVE_POSTGRESQL
-    {"postgresql://", "postgresql", &store_postgres_ops, 0},
-    {"postgres://", "postgresql", &store_postgres_ops, 0},
-#else
-    {"postgresql://", "postgresql", NULL, 0},
-    {"postgres://", "postgresql", NULL, 0},
-#endif
+    {"postgresql://", "postgresql", POSTGRES_OPS, 0},
+    {"postgres://", "postgresql", POSTGRES_OPS, 0},
     {"mysql://", "mysql", MYSQL_OPS, 0},
 };
 
@@ -88,6 +88,14 @@ void store_set_why(char *why, size_t why_len, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(why, why_len, fmt, ap);
     va_end(ap);
+}
+
+int64_t store_cutoff(int64_t now, int64_t ttl)
+{
+    int64_t c;
+    if (__builtin_sub_overflow(now, ttl, &c))
+        c = ttl > 0 ? INT64_MIN : INT64_MAX;
+    return c;
 }
 
 const char *store_text(const char *s, size_t n, struct buf *tmp, size_t *out_n)
@@ -297,6 +305,8 @@ enum chatd_err store_conversation_get(struct store *st, const char *id, int64_t 
                                       struct store_conversation *out)
 {
     assert(id && out);
+    if (strlen(id) > UUID_STR_LEN)
+        return CHATD_ENOTFOUND; /* cannot be one of ours, nor fit in out->id */
     return st->ops->conversation_get(st->be, id, now, count, out);
 }
 
@@ -304,6 +314,8 @@ enum chatd_err store_history_tail(struct store *st, const char *id, size_t n, st
                                   void *arg)
 {
     assert(id && fn);
+    if (n == 0)
+        return CHATD_OK;
     return st->ops->history_tail(st->be, id, n, fn, arg);
 }
 
@@ -324,6 +336,9 @@ enum chatd_err store_messages_after(struct store *st, const char *id, int64_t af
                                     size_t limit, store_message_fn fn, void *arg, size_t *count)
 {
     assert(id && fn && count);
+    *count = 0;
+    if (limit == 0)
+        return CHATD_OK;
     return st->ops->messages_after(st->be, id, after_id, limit, fn, arg, count);
 }
 
@@ -333,6 +348,9 @@ enum chatd_err store_conversations_after(struct store *st, int64_t after_created
                                          void *arg, size_t *count)
 {
     assert(after_id && fn && count);
+    *count = 0;
+    if (limit == 0)
+        return CHATD_OK;
     return st->ops->conversations_after(st->be, after_created, after_id, from, to, now, limit, fn,
                                         arg, count);
 }

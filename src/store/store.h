@@ -1,6 +1,6 @@
 /*
  * store.h - where conversations live: the one interface every database
- * backend implements (SQLite now; PostgreSQL and MySQL/MariaDB later).
+ * backend implements (SQLite, PostgreSQL, MySQL/MariaDB; backend.h).
  *
  * Schema (SPEC.md "Storage"): conversations(id, created_at, last_active)
  * and messages(id, conversation_id, role, content, timestamp), indexed on

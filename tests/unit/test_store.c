@@ -1,5 +1,9 @@
 /*
- * test_store.c - the store interface against its SQLite backend.
+ * test_store.c - the store interface against its SQLite backend: what
+ * is SQLite's own. The contract every backend keeps (expiry at the exact
+ * microsecond, history and keyset paging, threads, store_free) is checked
+ * by tests/store/conformance.c, which CTest also runs on a fresh SQLite
+ * database (store.sqlite), so it is not repeated here.
  *
  * Each test gets a fresh database file in its own temporary directory.
  * Time is passed in, so expiry is tested at the exact microsecond. Rows
@@ -307,204 +311,6 @@ static void test_append_and_get(void **state)
                                id),
                      4);
     sqlite3_close(db);
-}
-
-static void expiry_at(struct fx *f, int64_t last_active)
-{
-    char id[UUID_STR_LEN + 1];
-    struct store_conversation c;
-    int64_t n;
-    new_id(id);
-    assert_int_equal(append(f->st, id, "q", "a", last_active - SEC), CHATD_OK);
-    int64_t edge = last_active + TTL; /* last_active == now - ttl: not older, still live */
-    assert_int_equal(store_conversation_get(f->st, id, edge, true, &c), CHATD_OK);
-    assert_int_equal(store_count_active(f->st, edge, &n), CHATD_OK);
-    assert_int_equal(n, 1);
-    assert_int_equal(store_count_conversations(f->st, INT64_MIN, INT64_MAX, edge, &n), CHATD_OK);
-    assert_int_equal(n, 1);
-    assert_int_equal(store_sweep_expired(f->st, edge, NULL, NULL, &n), CHATD_OK);
-    assert_int_equal(n, 0);
-
-    assert_int_equal(store_conversation_get(f->st, id, edge + 1, true, &c), CHATD_ENOTFOUND);
-    assert_int_equal(store_count_active(f->st, edge + 1, &n), CHATD_OK);
-    assert_int_equal(n, 0);
-    assert_int_equal(store_count_conversations(f->st, INT64_MIN, INT64_MAX, edge + 1, &n),
-                     CHATD_OK);
-    assert_int_equal(n, 0);
-    assert_int_equal(store_delete_conversation(f->st, id, edge + 1), CHATD_ENOTFOUND);
-    struct convs cs;
-    list_all(f->st, INT64_MIN, INT64_MAX, edge + 1, 10, &cs);
-    assert_int_equal(cs.n, 0);
-    assert_int_equal(store_sweep_expired(f->st, edge + 1, NULL, NULL, &n), CHATD_OK);
-    assert_int_equal(n, 1);
-}
-
-static void test_expiry_exact_boundary(void **state)
-{
-    expiry_at(*state, T0 + 654321);
-}
-
-/* The cutoff now - ttl falls exactly on midnight, bound as the bare date. */
-static void test_expiry_exact_boundary_at_midnight(void **state)
-{
-    expiry_at(*state, D0);
-}
-
-static void test_history_tail(void **state)
-{
-    struct fx *f = *state;
-    char id[UUID_STR_LEN + 1], other[UUID_STR_LEN + 1], q[32], a[32];
-    new_id(id);
-    new_id(other);
-    assert_int_equal(append(f->st, other, "x", "y", T0), CHATD_OK);
-    for (int i = 0; i < 5; i++) {
-        snprintf(q, sizeof q, "q%d", i);
-        snprintf(a, sizeof a, "a%d", i);
-        assert_int_equal(append(f->st, id, q, a, T0 + i * 10 * SEC), CHATD_OK);
-    }
-    struct rows *rs = rows_new();
-    assert_int_equal(store_history_tail(f->st, id, 3, collect, rs), CHATD_OK);
-    assert_int_equal(rs->n, 3);
-    assert_true(content_is(&rs->r[0], "a3") && strcmp(rs->r[0].role, "assistant") == 0);
-    assert_true(content_is(&rs->r[1], "q4") && strcmp(rs->r[1].role, "user") == 0);
-    assert_true(content_is(&rs->r[2], "a4") && strcmp(rs->r[2].role, "assistant") == 0);
-    assert_true(rs->r[1].timestamp == T0 + 40 * SEC);
-    assert_true(rs->r[2].timestamp == T0 + 41 * SEC);
-    assert_true(rs->r[0].id < rs->r[1].id && rs->r[1].id < rs->r[2].id);
-    rows_free(rs);
-
-    rs = rows_new();
-    assert_int_equal(store_history_tail(f->st, id, 100, collect, rs), CHATD_OK);
-    assert_int_equal(rs->n, 10);
-    assert_true(content_is(&rs->r[0], "q0") && content_is(&rs->r[9], "a4"));
-    rows_free(rs);
-
-    rs = rows_new();
-    assert_int_equal(store_history_tail(f->st, id, 0, collect, rs), CHATD_OK);
-    assert_int_equal(rs->n, 0);
-    rows_free(rs);
-
-    rs = rows_new(); /* stops when the callback says so */
-    rs->stop_after = 2;
-    assert_int_equal(store_history_tail(f->st, id, 9, collect, rs), CHATD_OK);
-    assert_int_equal(rs->n, 2);
-    rows_free(rs);
-}
-
-static void test_messages_after_keyset(void **state)
-{
-    struct fx *f = *state;
-    char id[UUID_STR_LEN + 1], other[UUID_STR_LEN + 1], q[32], a[32];
-    new_id(id);
-    new_id(other);
-    for (int i = 0; i < 125; i++) {
-        snprintf(q, sizeof q, "q%d", i);
-        snprintf(a, sizeof a, "a%d", i);
-        assert_int_equal(append(f->st, id, q, a, T0 + i * SEC), CHATD_OK);
-        if (i % 10 == 0) /* interleave another conversation's rows */
-            assert_int_equal(append(f->st, other, q, a, T0 + i * SEC), CHATD_OK);
-    }
-    struct rows *all = rows_new();
-    int64_t last = 0;
-    size_t got, batches = 0;
-    do {
-        struct rows *page = rows_new();
-        assert_int_equal(store_messages_after(f->st, id, last, 100, collect, page, &got), CHATD_OK);
-        assert_int_equal(got, page->n);
-        for (size_t i = 0; i < page->n; i++) {
-            assert_true(page->r[i].id > last);
-            last = page->r[i].id;
-            all->r[all->n].id = page->r[i].id;
-            buf_append(&all->r[all->n].content, buf_str(&page->r[i].content).ptr,
-                       page->r[i].content.len);
-            all->n++;
-        }
-        rows_free(page);
-        batches++;
-    } while (got == 100);
-    assert_int_equal(batches, 3); /* 100, 100, 50 */
-    assert_int_equal(all->n, 250);
-    for (int i = 0; i < 125; i++) { /* every row exactly once, in order */
-        snprintf(q, sizeof q, "q%d", i);
-        snprintf(a, sizeof a, "a%d", i);
-        assert_true(content_is(&all->r[2 * i], q));
-        assert_true(content_is(&all->r[2 * i + 1], a));
-    }
-    rows_free(all);
-
-    /* Early stop counts the row that stopped it. */
-    struct rows *rs = rows_new();
-    rs->stop_after = 7;
-    assert_int_equal(store_messages_after(f->st, id, 0, 100, collect, rs, &got), CHATD_OK);
-    assert_int_equal(got, 7);
-    rows_free(rs);
-    rs = rows_new();
-    assert_int_equal(store_messages_after(f->st, id, 0, 0, collect, rs, &got), CHATD_OK);
-    assert_int_equal(got, 0);
-    char unknown[UUID_STR_LEN + 1];
-    new_id(unknown);
-    assert_int_equal(store_messages_after(f->st, unknown, 0, 100, collect, rs, &got), CHATD_OK);
-    assert_int_equal(got, 0);
-    rows_free(rs);
-}
-
-static void test_conversations_after_bounds_and_keyset(void **state)
-{
-    struct fx *f = *state;
-    /* created_at per conversation: midnight edges, a tie, an expired one. */
-    static const int64_t created[] = {
-        D0, /* day 0 00:00:00.000000 exactly */
-        D0 + 12 * 3600 * SEC,
-        D0 + DAY,         /* day 1 00:00:00.000000 exactly */
-        D0 + DAY,         /* a tie on created_at: ordered by id */
-        D0 + 2 * DAY - 1, /* day 1 23:59:59.999999 */
-        D0 + 2 * DAY,     /* day 2 00:00:00.000000 */
-        D0 - 1,           /* day -1 23:59:59.999999 */
-    };
-    enum { N = sizeof created / sizeof created[0] };
-    char ids[N][UUID_STR_LEN + 1], expired[UUID_STR_LEN + 1];
-    const int64_t now = D0 + 3 * DAY;
-    for (int i = 0; i < N; i++) {
-        new_id(ids[i]);
-        assert_int_equal(append(f->st, ids[i], "q", "a", created[i]), CHATD_OK);
-        assert_int_equal(append(f->st, ids[i], "q2", "a2", now - 10 * SEC), CHATD_OK);
-    }
-    new_id(expired);
-    assert_int_equal(append(f->st, expired, "q", "a", D0 + 3600 * SEC), CHATD_OK);
-
-    for (size_t limit = 1; limit <= 8; limit++) {
-        struct convs cs;
-        list_all(f->st, INT64_MIN, INT64_MAX, now, limit, &cs);
-        assert_int_equal(cs.n, N);
-        for (size_t i = 0; i < cs.n; i++) {
-            assert_int_equal(cs.c[i].message_count, 4);
-            assert_true(cs.c[i].last_active == now - 9 * SEC);
-            if (i > 0) /* strictly increasing (created_at, id): each once */
-                assert_true(cs.c[i - 1].created_at < cs.c[i].created_at ||
-                            (cs.c[i - 1].created_at == cs.c[i].created_at &&
-                             strcmp(cs.c[i - 1].id, cs.c[i].id) < 0));
-        }
-        assert_true(cs.c[0].created_at == D0 - 1);
-        assert_true(cs.c[N - 1].created_at == D0 + 2 * DAY);
-    }
-
-    /* [day 0, day 2): the five created on days 0 and 1. */
-    struct convs cs;
-    int64_t n;
-    list_all(f->st, D0, D0 + 2 * DAY, now, 2, &cs);
-    assert_int_equal(cs.n, 5);
-    assert_true(cs.c[0].created_at == D0 && cs.c[4].created_at == D0 + 2 * DAY - 1);
-    assert_int_equal(store_count_conversations(f->st, D0, D0 + 2 * DAY, now, &n), CHATD_OK);
-    assert_int_equal(n, 5);
-    /* [day 1, day 1 + 1 us): exactly the two at midnight. */
-    list_all(f->st, D0 + DAY, D0 + DAY + 1, now, 50, &cs);
-    assert_int_equal(cs.n, 2);
-    assert_int_equal(store_count_conversations(f->st, D0 + DAY, D0 + DAY + 1, now, &n), CHATD_OK);
-    assert_int_equal(n, 2);
-    assert_int_equal(store_count_conversations(f->st, INT64_MIN, INT64_MAX, now, &n), CHATD_OK);
-    assert_int_equal(n, N);
-    assert_int_equal(store_count_active(f->st, now, &n), CHATD_OK);
-    assert_int_equal(n, N);
 }
 
 static void test_delete(void **state)
@@ -911,116 +717,6 @@ static void test_callbacks_may_nest_other_calls(void **state)
     assert_int_equal(n.inner, CHATD_EINTERNAL);
 }
 
-/* ---- threads ---- */
-
-enum { THREADS = 8, PER_THREAD = 25 };
-
-struct worker {
-    struct store *st;
-    int no;
-    const char *shared;
-    char own[UUID_STR_LEN + 1];
-    int bad; /* failures; cmocka asserts only on the main thread */
-};
-
-static void *worker_main(void *p)
-{
-    struct worker *w = p;
-    char q[48], a[48];
-    if (uuid_v4(w->own) != CHATD_OK)
-        w->bad++;
-    for (int i = 0; i < PER_THREAD; i++) {
-        snprintf(q, sizeof q, "q-%d-%d", w->no, i);
-        snprintf(a, sizeof a, "a-%d-%d", w->no, i);
-        if (append(w->st, w->own, q, a, T0 + i * SEC) != CHATD_OK)
-            w->bad++;
-        if (append(w->st, w->shared, q, a, T0 + i * SEC) != CHATD_OK)
-            w->bad++;
-        struct store_conversation c;
-        if (store_conversation_get(w->st, w->own, T0 + i * SEC, true, &c) != CHATD_OK ||
-            c.message_count != 2 * (i + 1))
-            w->bad++;
-        if (store_ping(w->st, NULL, 0) != CHATD_OK)
-            w->bad++;
-    }
-    return NULL;
-}
-
-static void test_threads_append_concurrently(void **state)
-{
-    struct fx *f = *state;
-    char shared[UUID_STR_LEN + 1];
-    pthread_t t[THREADS];
-    struct worker w[THREADS];
-    size_t got;
-    new_id(shared);
-    for (int i = 0; i < THREADS; i++) {
-        w[i] = (struct worker){.st = f->st, .no = i, .shared = shared};
-        assert_int_equal(pthread_create(&t[i], NULL, worker_main, &w[i]), 0);
-    }
-    for (int i = 0; i < THREADS; i++) {
-        assert_int_equal(pthread_join(t[i], NULL), 0);
-        assert_int_equal(w[i].bad, 0);
-    }
-    /* The threads have exited and closed their connections; ours is fine. */
-    struct store_conversation c;
-    for (int i = 0; i < THREADS; i++) {
-        assert_int_equal(store_conversation_get(f->st, w[i].own, T0 + TTL, true, &c), CHATD_OK);
-        assert_int_equal(c.message_count, 2 * PER_THREAD);
-    }
-    assert_int_equal(store_conversation_get(f->st, shared, T0 + TTL, true, &c), CHATD_OK);
-    assert_int_equal(c.message_count, 2 * PER_THREAD * THREADS);
-    /* Each exchange is whole and contiguous: a question, then its answer. */
-    struct rows *rs = rows_new();
-    assert_int_equal(store_messages_after(f->st, shared, 0, 1000, collect, rs, &got), CHATD_OK);
-    assert_int_equal(got, 2 * PER_THREAD * THREADS);
-    for (size_t i = 0; i < got; i += 2) {
-        assert_string_equal(rs->r[i].role, "user");
-        assert_string_equal(rs->r[i + 1].role, "assistant");
-        assert_string_equal(rs->r[i].content.ptr + 1, rs->r[i + 1].content.ptr + 1);
-    }
-    rows_free(rs);
-}
-
-struct idle {
-    struct store *st;
-    pthread_barrier_t used, freed;
-    enum chatd_err err;
-};
-
-static void *idle_main(void *p)
-{
-    struct idle *d = p;
-    char id[UUID_STR_LEN + 1];
-    if (uuid_v4(id) == CHATD_OK)
-        d->err = append(d->st, id, "q", "a", T0);
-    pthread_barrier_wait(&d->used);
-    pthread_barrier_wait(&d->freed); /* exits after store_free closed its connection */
-    return NULL;
-}
-
-static void test_free_closes_connections_of_live_threads(void **state)
-{
-    struct fx *f = *state;
-    struct idle d = {.st = f->st};
-    pthread_t t;
-    pthread_barrier_init(&d.used, NULL, 2);
-    pthread_barrier_init(&d.freed, NULL, 2);
-    assert_int_equal(pthread_create(&t, NULL, idle_main, &d), 0);
-    pthread_barrier_wait(&d.used);
-    assert_int_equal(d.err, CHATD_OK);
-    store_free(f->st);
-    f->st = NULL;
-    pthread_barrier_wait(&d.freed);
-    assert_int_equal(pthread_join(t, NULL), 0);
-    pthread_barrier_destroy(&d.used);
-    pthread_barrier_destroy(&d.freed);
-    f->st = open_store(f->url, TTL); /* the file is whole */
-    int64_t n;
-    assert_int_equal(store_count_active(f->st, T0, &n), CHATD_OK);
-    assert_int_equal(n, 1);
-}
-
 /* ---- the writer: store_append_exchange_async ---- */
 
 #define ASYNC_THREADS 4
@@ -1134,11 +830,6 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_open_ping_and_schema),
         T(test_append_and_get),
-        T(test_expiry_exact_boundary),
-        T(test_expiry_exact_boundary_at_midnight),
-        T(test_history_tail),
-        T(test_messages_after_keyset),
-        T(test_conversations_after_bounds_and_keyset),
         T(test_delete),
         T(test_sweep_batches_and_callback),
         T(test_rows_written_by_other_tools),
@@ -1149,8 +840,6 @@ int main(void)
         T(test_ping_notices_corrupt_file),
         T(test_failed_append_rolls_back),
         T(test_callbacks_may_nest_other_calls),
-        T(test_threads_append_concurrently),
-        T(test_free_closes_connections_of_live_threads),
         T(test_async_group_commit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
