@@ -196,14 +196,27 @@ static bool exec_sql(sqlite3 *db, const char *sql)
 
 /* journal_mode answers the mode it ended up in: WAL can be refused (e.g. on
  * a read-only directory), and silently running without it would turn every
- * reader into a writer-blocker. */
+ * reader into a writer-blocker.
+ *
+ * Several connections switching a new file to WAL at once (instances or
+ * threads opening it together) can get SQLITE_BUSY at once: SQLite skips
+ * the busy handler where waiting could deadlock. Such a switch is retried,
+ * 10 ms apart, for as long as busy_timeout would have waited. */
 static bool set_wal(sqlite3 *db, char *mode, size_t mode_len)
 {
     sqlite3_stmt *st = NULL;
     bool ok = false;
     if (sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &st, NULL) != SQLITE_OK)
         goto out;
-    if (sqlite3_step(st) != SQLITE_ROW)
+    int rc;
+    for (int waited = 0;; waited += 10) {
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_BUSY || waited >= BUSY_TIMEOUT_MS)
+            break;
+        sqlite3_reset(st);
+        sqlite3_sleep(10);
+    }
+    if (rc != SQLITE_ROW)
         goto out;
     const char *m = (const char *)sqlite3_column_text(st, 0);
     snprintf(mode, mode_len, "%s", m ? m : "");
