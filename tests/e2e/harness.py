@@ -279,12 +279,8 @@ def run_chatd_to_exit(args, env=None, timeout=None):
 # HTTP
 
 
-class Response:
-    def __init__(self, status, reason, headers, body):
-        self.status = status
-        self.reason = reason
-        self.headers = headers  # list of (name, value)
-        self.body = body
+class Headers:
+    """header() over self.headers, a list of (name, value)."""
 
     def header(self, name, default=None):
         name = name.lower()
@@ -292,6 +288,14 @@ class Response:
             if k.lower() == name:
                 return v
         return default
+
+
+class Response(Headers):
+    def __init__(self, status, reason, headers, body):
+        self.status = status
+        self.reason = reason
+        self.headers = headers  # list of (name, value)
+        self.body = body
 
     def json(self):
         return loads(self.body)
@@ -338,19 +342,12 @@ def quote_path(s):
     return urllib.parse.quote(s, safe="")
 
 
-class RawHead:
+class RawHead(Headers):
     def __init__(self, status, reason, headers, version):
         self.status = status
         self.reason = reason
         self.headers = headers
         self.version = version
-
-    def header(self, name, default=None):
-        name = name.lower()
-        for k, v in self.headers:
-            if k.lower() == name:
-                return v
-        return default
 
 
 class RawConn:
