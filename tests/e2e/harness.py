@@ -730,21 +730,27 @@ class ChatdCase(unittest.TestCase):
 
     chatd_args = ()
     chatd_env = None
+    chatd_db = None  # a --db URL; None: a fresh SQLite file (then db_path is set)
     chatd_preexec_fn = None  # a staticmethod run in chatd's child before exec
     mock_args = ()
     mock_delay_ms = 5
 
     @classmethod
+    def llm_url(cls):
+        """The --llm-url chatd is given: the mock's, unless a class says otherwise."""
+        return cls.mock.url
+
+    @classmethod
     def setUpClass(cls):
         cls.mock = Mock(*cls.mock_args, delay_ms=cls.mock_delay_ms)
         try:
-            cls.chatd = Chatd(cls.mock.url, cls.chatd_args, env=cls.chatd_env,
+            cls.chatd = Chatd(cls.llm_url(), cls.chatd_args, env=cls.chatd_env, db=cls.chatd_db,
                               preexec_fn=cls.chatd_preexec_fn)
         except BaseException:
             cls.mock.stop()
             raise
         cls.port = cls.chatd.port
-        cls.db_path = cls.chatd.db_path
+        cls.db_path = cls.chatd.db_path if cls.chatd_db is None else None
 
     @classmethod
     def tearDownClass(cls):

@@ -46,16 +46,8 @@ def psql(sql):
 
 @unittest.skipUnless(PG_URL and PG_CTL, NEED)
 class PostgresApi(ChatdCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.mock = Mock(delay_ms=1)
-        try:
-            cls.chatd = Chatd(cls.mock.url, db=PG_URL)
-        except BaseException:
-            cls.mock.stop()
-            raise
-        cls.port = cls.chatd.port
-        cls.db_path = None
+    chatd_db = PG_URL
+    mock_delay_ms = 1
 
     def tearDown(self):
         self.assertNotIn(password(), self.chatd.stderr_text(), "the password was logged")

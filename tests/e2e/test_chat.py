@@ -927,19 +927,11 @@ class UnreachableUpstreamTests(ChatCase):
     """An upstream that refuses connections: 502, nothing stored, server fine, key not shown."""
 
     KEY = "sk-e2e-unreachable-HIDDENKEY42"
+    chatd_args = ("--llm-key", KEY, "--log-level", "debug")
 
     @classmethod
-    def setUpClass(cls):
-        import harness
-        cls.mock = harness.Mock()  # only for the base class's teardown
-        try:
-            cls.chatd = harness.Chatd("http://127.0.0.1:%d/v1" % closed_port(),
-                                      ("--llm-key", cls.KEY, "--log-level", "debug"))
-        except BaseException:
-            cls.mock.stop()
-            raise
-        cls.port = cls.chatd.port
-        cls.db_path = cls.chatd.db_path
+    def llm_url(cls):
+        return "http://127.0.0.1:%d/v1" % closed_port()  # the mock is started, but not asked
 
     def test_unreachable_upstream_is_502(self):
         counts = self.counts()
@@ -957,17 +949,11 @@ class UnreachableUpstreamTests(ChatCase):
 class LlmUrlTrailingSlashTests(ChatCase):
     """--llm-url with a trailing slash still reaches BASE/chat/completions."""
 
+    chatd_args = ("--llm-model", "e2e-model")
+
     @classmethod
-    def setUpClass(cls):
-        import harness
-        cls.mock = harness.Mock()
-        try:
-            cls.chatd = harness.Chatd(cls.mock.url + "/", ("--llm-model", "e2e-model"))
-        except BaseException:
-            cls.mock.stop()
-            raise
-        cls.port = cls.chatd.port
-        cls.db_path = cls.chatd.db_path
+    def llm_url(cls):
+        return cls.mock.url + "/"
 
     def test_trailing_slash_in_llm_url(self):
         self.assertEqual(self.chat("slash url mock:tokens=2")["response"], "w1 w2")
