@@ -595,6 +595,17 @@ class SSE:
         self.conn.close()
 
 
+def take_content(tc, sse, n):
+    """Reads the next n events of a running stream, each a content piece; returns their text."""
+    got = ""
+    for _ in range(n):
+        ev = sse.next_data_event()
+        tc.assertIsNotNone(ev, "the stream ended early: %r" % sse.events)
+        tc.assertIsNone(ev.name, repr(ev))
+        got += loads(ev.data)["content"]
+    return got
+
+
 class StreamResult:
     def __init__(self):
         self.content = ""
@@ -709,6 +720,12 @@ def db_conversation(path, conv_id):
     msgs = db_query(path, "SELECT role, content, timestamp FROM messages WHERE conversation_id = ? "
                           "ORDER BY id", (conv_id,))
     return (rows[0] if rows else None), msgs
+
+
+def db_orphan_messages(path):
+    """How many messages belong to no conversation."""
+    return db_query(path, "SELECT COUNT(*) FROM messages WHERE conversation_id NOT IN "
+                          "(SELECT id FROM conversations)")[0][0]
 
 
 def wait_for(pred, timeout, interval=0.05):
@@ -840,6 +857,16 @@ class ChatdCase(unittest.TestCase):
         self.assertRegex(obj["created_at"], TS_RE)
         self.assertRegex(obj["last_active"], TS_RE)
         return obj
+
+    def wait_history(self, cid, n):
+        """History once it holds n messages (a stream's exchange is stored at its end)."""
+        def get():
+            r = self.req("GET", "/api/conversations/" + quote_path(cid))
+            return r.status == 200 and len(r.json()["history"]) >= n
+        wait_for(get, t(3))
+        hist = self.history(cid)
+        self.assertGreaterEqual(len(hist["history"]), n, "history of %s did not reach %d messages" % (cid, n))
+        return hist
 
     def pairs(self, hist):
         return [(m["role"], m["content"]) for m in hist["history"]]

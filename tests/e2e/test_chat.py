@@ -12,8 +12,9 @@ import time
 import unittest
 import uuid
 
-from harness import (SSE, UUID4_RE, ChatdCase, RawConn, Response, build_request, canonical, check_stream, db_conversation,
-                     db_query, demo_answer, loads, quote_path, t, tokens_answer, wait_for)
+from harness import (SSE, UUID4_RE, ChatdCase, RawConn, Response, build_request, canonical, check_stream,
+                     db_conversation, db_orphan_messages, demo_answer, quote_path, t, take_content,
+                     tokens_answer, wait_for)
 
 
 def msgs(*pairs):
@@ -55,16 +56,6 @@ class ChatCase(ChatdCase):
         self.assertEqual(body.get("messages"), messages)
         self.assertEqual(lr.get("authorization"), self.auth if auth is None else auth)
         return lr
-
-    def wait_history(self, cid, n):
-        """History once it holds n messages (a stream's exchange is stored at its end)."""
-        def get():
-            r = self.req("GET", "/api/conversations/" + quote_path(cid))
-            if r.status == 200 and len(r.json()["history"]) >= n:
-                return True
-            return False
-        wait_for(get, t(3))
-        return self.history(cid)
 
     def snapshot(self, cid):
         return (self.req("GET", "/api/conversations/" + quote_path(cid)).body,
@@ -519,12 +510,7 @@ class ChatTests(ChatCase):
         sse = SSE(self.port, msg)
         self.assertEqual(sse.status, 200, sse.body)
         cid = sse.header("X-Conversation-Id")
-        got = ""
-        for _ in range(3):
-            ev = sse.next_data_event()
-            self.assertIsNotNone(ev)
-            self.assertIsNone(ev.name)
-            got += loads(ev.data)["content"]
+        got = take_content(self, sse, 3)
         sse.close()
         closed_at = time.monotonic()
         ok = wait_for(lambda: self.mock.stats()["cancelled"] > cancelled, t(4))
@@ -714,9 +700,7 @@ class ChatTests(ChatCase):
             sse.close()
         self.assertTrue(res.done or res.error)
         time.sleep(0.3)
-        orphans = db_query(self.db_path, "SELECT COUNT(*) FROM messages WHERE conversation_id NOT IN "
-                                         "(SELECT id FROM conversations)")[0][0]
-        self.assertEqual(orphans, 0, "messages stored for a deleted conversation")
+        self.assertEqual(db_orphan_messages(self.db_path), 0, "messages stored for a deleted conversation")
         r = self.req("GET", "/api/conversations/" + cid)
         self.assertIn(r.status, (200, 404))
         if r.status == 200:
