@@ -12,7 +12,7 @@ import time
 import unittest
 import uuid
 
-from harness import (SSE, UUID4_RE, ChatdCase, RawConn, Response, build_request, canonical, check_stream,
+from harness import (SSE, TS_RE, UUID4_RE, ChatdCase, RawConn, Response, build_request, canonical, check_stream,
                      db_conversation, db_orphan_messages, demo_answer, quote_path, t, take_content,
                      tokens_answer, wait_for)
 
@@ -22,19 +22,23 @@ def msgs(*pairs):
 
 
 def run_parallel(fn, n):
-    """Runs fn(i) for i in range(n) in n threads; returns results (exceptions as values)."""
+    """Runs fn(i) for i in range(n) in n threads; returns the results once all are done,
+    or raises the first exception one of them raised."""
     results = [None] * n
 
     def work(i):
         try:
             results[i] = fn(i)
-        except BaseException as e:  # reported by the caller
+        except BaseException as e:  # raised below, once every thread is done
             results[i] = e
     threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        raise errors[0]
     return results
 
 
@@ -123,12 +127,12 @@ class ChatTests(ChatCase):
         cid = self.chat(msg)["conversation_id"]
         conv, rows = db_conversation(self.db_path, cid)
         self.assertIsNotNone(conv, "conversation row")
-        self.assertRegex(conv[0], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}$")
-        self.assertRegex(conv[1], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}$")
+        self.assertRegex(conv[0], TS_RE)
+        self.assertRegex(conv[1], TS_RE)
         self.assertEqual([(r, c) for r, c, _ in rows], [("user", msg), ("assistant", "w1 w2")])
         for _, _, ts in rows:
             self.assertIsInstance(ts, str)
-            self.assertRegex(ts, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}$")
+            self.assertRegex(ts, TS_RE)
         hist = self.history(cid)
         self.assertEqual(hist["created_at"], conv[0])
         self.assertEqual(hist["last_active"], conv[1])
@@ -556,9 +560,6 @@ class ChatTests(ChatCase):
             self.assertEqual(res.done["conversation_id"], sse.header("X-Conversation-Id"))
             return res.done["conversation_id"], msg, expected
         results = run_parallel(one, n)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise errors[0]
         self.assertEqual(len({cid for cid, _, _ in results}), n)
         for cid, msg, expected in results:
             hist = self.wait_history(cid, 2)
@@ -573,9 +574,6 @@ class ChatTests(ChatCase):
             self.assertEqual(obj["response"], tokens_answer(i + 1))
             return obj["conversation_id"]
         results = run_parallel(one, 20)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise errors[0]
         self.assertEqual(len(set(results)), 20)
 
     def test_parallel_exchanges_in_one_conversation_stay_whole(self):
@@ -594,9 +592,6 @@ class ChatTests(ChatCase):
                 self.assertEqual(obj["response"], tokens_answer(i + 1))
                 self.assertEqual(obj["conversation_id"], cid)
         results = run_parallel(one, 10)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise errors[0]
         hist = self.wait_history(cid, 22)
         pairs = self.pairs(hist)
         self.assertEqual(len(pairs), 22)
@@ -675,9 +670,6 @@ class ChatTests(ChatCase):
             finally:
                 sse.close()
         results = run_parallel(one, n)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise errors[0]
         self.assertTrue(wait_for(lambda: self.mock.stats()["cancelled"] >= cancelled + n // 2, t(5)),
                         "cancelled %r, expected +%d" % (self.mock.stats(), n // 2))
         self.assertTrue(wait_for(lambda: self.mock.stats()["active"] == 0, t(5)))
