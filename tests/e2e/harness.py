@@ -552,6 +552,11 @@ class SSE:
     def header(self, name, default=None):
         return self.head.header(name, default)
 
+    def response(self):
+        """What was read so far as a Response: the error body, or the stream's raw bytes."""
+        return Response(self.status, self.head.reason, self.head.headers,
+                        self.body if self.body is not None else self.raw)
+
     def next_event(self):
         """The next event (comments included), or None at the end of the stream."""
         if not self.is_stream:

@@ -12,7 +12,7 @@ import time
 import unittest
 import uuid
 
-from harness import (SSE, TS_RE, UUID4_RE, ChatdCase, RawConn, Response, build_request, canonical, check_stream,
+from harness import (SSE, TS_RE, UUID4_RE, ChatdCase, RawConn, build_request, canonical, check_stream,
                      db_conversation, db_orphan_messages, demo_answer, quote_path, t, take_content,
                      tokens_answer, wait_for)
 
@@ -70,7 +70,7 @@ class ChatCase(ChatdCase):
         sse = SSE(self.port, message, conversation_id, method=method)
         sse.close()
         self.assertFalse(sse.is_stream, "expected a plain error, got a stream: %r" % sse.events)
-        return Response(sse.status, sse.head.reason, sse.head.headers, sse.body)
+        return sse.response()
 
     def stream_failing_after_start(self, message, conversation_id=None):
         """A stream that starts and then fails: returns the StreamResult."""
@@ -447,7 +447,7 @@ class ChatTests(ChatCase):
         sse = SSE(self.port, message, conversation_id)
         try:
             if not sse.is_stream:
-                err = self.assert_error(Response(sse.status, sse.head.reason, sse.head.headers, sse.body), status)
+                err = self.assert_error(sse.response(), status)
                 text = err["message"]
             else:
                 res = check_stream(self, sse)
@@ -803,13 +803,13 @@ class ApiKeyTests(ChatCase):
                 sse = SSE(self.port, msg, conv)
                 if sse.is_stream:
                     sse.read_all()
-                seen.append(Response(sse.status, sse.head.reason, sse.head.headers, sse.body or sse.raw))
+                seen.append(sse.response())
                 sse.close()
         for msg in ("leak mock:error-event", "leak mock:close", "leak mock:malformed", "leak ok mock:tokens=2"):
             sse = SSE(self.port, msg)
             sse.read_all()
             sse.close()
-            seen.append(Response(sse.status, sse.head.reason, sse.head.headers, sse.body or sse.raw))
+            seen.append(sse.response())
         for path in ("/health", "/api/conversations/" + cid, "/nope"):
             seen.append(self.req("GET", path))
         self.assertTrue(any(r.status == 502 for r in seen))
