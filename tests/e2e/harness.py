@@ -45,6 +45,8 @@ def t(seconds):
 UUID4_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}$")
 HEALTH_TS_RE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
+HEALTH_CACHE_RE = re.compile(r"^缓存 (\d+) 条记录$")
+HEALTH_SESSIONS_RE = re.compile(r"^当前活动会话数量 (\d+) 条记录$")
 JSON_CT = "application/json; charset=utf-8"
 
 
@@ -883,8 +885,8 @@ class ChatdCase(unittest.TestCase):
 
     def health_counts(self):
         obj = self.health()
-        cache = re.match(r"^缓存 (\d+) 条记录$", obj["system"]["cache"])
-        sessions = re.match(r"^当前活动会话数量 (\d+) 条记录$", obj["system"]["active_sessions"])
+        cache = HEALTH_CACHE_RE.match(obj["system"]["cache"])
+        sessions = HEALTH_SESSIONS_RE.match(obj["system"]["active_sessions"])
         self.assertTrue(cache, obj)
         self.assertTrue(sessions, obj)
         return int(cache.group(1)), int(sessions.group(1))
