@@ -716,6 +716,15 @@ def db_connect_rw(path):
     return con
 
 
+def remove_db_files(path):
+    """Deletes the SQLite file and its -wal, -shm and -journal under a running chatd."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        try:
+            os.unlink(path + suffix)
+        except FileNotFoundError:
+            pass
+
+
 def db_counts(path):
     return (db_query(path, "SELECT COUNT(*) FROM conversations")[0][0],
             db_query(path, "SELECT COUNT(*) FROM messages")[0][0])

@@ -4,13 +4,12 @@ database, which operations move last_active, the health counters, a
 database that disappears, and conversations that expire and are swept.
 """
 
-import os
 import time
 import unittest
 import uuid
 
 from harness import (HEALTH_TS_RE, SSE, ChatdCase, check_stream, db_conversation, db_counts, db_orphan_messages,
-                     db_query, quote_path, t, tokens_answer, wait_for)
+                     db_query, quote_path, remove_db_files, t, tokens_answer, wait_for)
 
 NOT_FOUND = {"status": "error", "message": "Conversation not found"}
 DELETED = {"status": "成功", "message": "会话历史已清除"}
@@ -171,11 +170,7 @@ class HealthDatabaseGoneTests(ChatdCase):
     def test_health_503_when_database_file_is_deleted(self):
         cid = self.chat("doomed mock:tokens=1")["conversation_id"]
         self.assert_json(self.req("GET", "/health"), 200)
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            try:
-                os.unlink(self.db_path + suffix)
-            except FileNotFoundError:
-                pass
+        remove_db_files(self.db_path)
         resp = self.req("GET", "/health")
         obj = self.assert_json(resp, 503)
         self.assertEqual(obj.get("status"), "服务异常", obj)

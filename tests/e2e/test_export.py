@@ -25,7 +25,7 @@ import unittest
 import uuid
 
 from harness import (TS_RE, ChatdCase, RawConn, build_request, canonical, db_connect_rw, db_query, loads,
-                     quote_path, t, wait_for)
+                     quote_path, remove_db_files, t, wait_for)
 
 CSV_CT = "text/csv; charset=utf-8"
 NDJSON_CT = "application/x-ndjson"
@@ -1039,11 +1039,7 @@ class DatabaseGoneMidExportTests(ExportMixin, ChatdCase):
                 got.append(piece)
                 if sum(map(len, got)) >= 200000:
                     break
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                try:
-                    os.unlink(self.db_path + suffix)
-                except FileNotFoundError:
-                    pass
+            remove_db_files(self.db_path)
             time.sleep(0.1)
             complete = True
             try:
