@@ -361,6 +361,10 @@
     return what + " (HTTP " + status + ")" + (message ? ": " + message : "");
   }
 
+  function unreachable(err) {
+    return "Cannot reach chatd: " + (err && err.message ? err.message : err);
+  }
+
   function errorMessageOf(res) {
     return res.text().then(function (t) {
       try {
@@ -402,12 +406,11 @@
         notice("That conversation had expired; this message started a new one.");
       }
       convId = id;
-      rememberConv(id, titleOf(text), Date.now());
       if (state.streaming && state.streaming.turn === turn) {
         state.id = id;
         el.title.textContent = titleOf(text);
-        renderSidebar();
       }
+      rememberConv(id, titleOf(text), Date.now()); /* renders the sidebar, marking state.id */
     }
 
     fetch("/api/chat-stream", {
@@ -452,7 +455,7 @@
         turn.div.classList.add("stopped");
       } else if (outcome !== "error") {
         outcome = "error";
-        showError(turn, "Cannot reach chatd: " + (err && err.message ? err.message : err), text);
+        showError(turn, unreachable(err), text);
       }
     }).then(function () {
       turn.div.classList.remove("streaming");
@@ -575,7 +578,7 @@
         el.input.focus();
       });
     }).catch(function (err) {
-      notice("Cannot reach chatd: " + (err && err.message ? err.message : err));
+      notice(unreachable(err));
     });
   }
 
@@ -608,17 +611,18 @@
           }
         });
       }).catch(function (err) {
-        notice("Cannot reach chatd: " + (err && err.message ? err.message : err));
+        notice(unreachable(err));
       });
   }
 
   /* ---------------------------------------------------------------- exports */
 
-  /* The browser's own download: streamed to disk, the page never holds it. */
-  function nativeDownload(url) {
+  /* The browser's own download of url (a server path: streamed to disk, the
+   * page never holds it; or a blob: URL) under name ("": the server's). */
+  function nativeDownload(url, name) {
     var a = document.createElement("a");
     a.href = url;
-    a.download = "";
+    a.download = name || "";
     a.rel = "noopener";
     document.body.append(a);
     a.click();
@@ -636,7 +640,7 @@
         nativeDownload("/api/conversations/" + encodeURIComponent(id) + "/export?format=" + format);
       }
     }).catch(function (err) {
-      notice("Cannot reach chatd: " + (err && err.message ? err.message : err));
+      notice(unreachable(err));
     });
   }
 
@@ -689,12 +693,7 @@
       return pump().then(function () {
         var blob = new Blob(parts, { type: res.headers.get("Content-Type") || "application/octet-stream" });
         var href = URL.createObjectURL(blob);
-        var a = document.createElement("a");
-        a.href = href;
-        a.download = filenameOf(res, "conversations." + (format === "csv" ? "csv" : "jsonl"));
-        document.body.append(a);
-        a.click();
-        a.remove();
+        nativeDownload(href, filenameOf(res, "conversations." + (format === "csv" ? "csv" : "jsonl")));
         setTimeout(function () { URL.revokeObjectURL(href); }, 60000);
         clearNotice();
       });

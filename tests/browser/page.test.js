@@ -23,6 +23,14 @@ const TOKEN = "browser-test-token";
 let mock, chatd, browser, context, page;
 const pageErrors = [];
 
+/* Every page of the tests reports its script errors and CSP violations. */
+function watch(p) {
+  p.on("pageerror", (e) => pageErrors.push(String(e)));
+  p.on("console", (m) => {
+    if (/Content Security Policy|Refused to/i.test(m.text())) pageErrors.push("CSP: " + m.text());
+  });
+}
+
 function shot(name) {
   return page.screenshot({ path: path.join(OUT, name + ".png") });
 }
@@ -77,10 +85,7 @@ before(async () => {
   await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: chatd.base });
   page = await context.newPage();
   page.setDefaultTimeout(t(10000));
-  page.on("pageerror", (e) => pageErrors.push(String(e)));
-  page.on("console", (m) => {
-    if (/Content Security Policy|Refused to/i.test(m.text())) pageErrors.push("CSP: " + m.text());
-  });
+  watch(page);
   await page.goto(chatd.base + "/");
 });
 
@@ -426,7 +431,7 @@ test("phone width and keyboard only", async () => {
   const phone = await browser.newContext({ viewport: { width: 390, height: 800 }, locale: "zh-CN", hasTouch: true });
   const p = await phone.newPage();
   p.setDefaultTimeout(t(10000));
-  p.on("pageerror", (e) => pageErrors.push(String(e)));
+  watch(p);
   await p.goto(chatd.base + "/");
   assert.equal(await p.isVisible("#sidebar"), false, "the list is a closed drawer");
   assert.equal(await p.evaluate(() => document.activeElement.id), "input", "the message box has focus");
@@ -473,7 +478,7 @@ test("the README's screenshot: a conversation in Chinese and English with Markdo
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: "zh-CN" });
   const p = await ctx.newPage();
   p.setDefaultTimeout(t(10000));
-  p.on("pageerror", (e) => pageErrors.push(String(e)));
+  watch(p);
   await p.goto(chatd.base + "/");
   await p.evaluate((list) => localStorage.setItem("chatd.conversations", JSON.stringify(list)), [
     { id: ids[0], title: "用一句话介绍 chatd，再给一个 curl 例子", last: Date.now() - 120000 },

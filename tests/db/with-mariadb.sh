@@ -19,15 +19,9 @@
 # Never touches a system service.
 set -u
 
-find_bin() {
-    for c in "$@"; do
-        p=$(command -v "$c" 2>/dev/null) && { echo "$p"; return 0; }
-        for d in /usr/sbin /usr/bin /usr/local/sbin /usr/local/bin; do
-            [ -x "$d/$c" ] && { echo "$d/$c"; return 0; }
-        done
-    done
-    return 1
-}
+lib=$(cd "$(dirname "$0")" && pwd)/lib.sh
+# shellcheck source=lib.sh
+. "$lib"
 
 if [ $# -eq 0 ]; then
     echo "usage: $0 CMD [ARGS...]" >&2
@@ -65,9 +59,6 @@ trap 'on_signal 130' INT
 trap 'on_signal 143' TERM
 trap 'on_signal 129' HUP
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 user_opt=
 [ "$(id -u)" -eq 0 ] && user_opt=--user=root
 
@@ -87,17 +78,10 @@ fi
 cat >"$dir/ctl" <<EOF
 #!/bin/sh
 # stop | start the throwaway MariaDB server of $dir
+. "$lib"
 case "\$1" in
 stop)
-    pid=\$(cat "$dir/mariadbd.pid" 2>/dev/null) || exit 0
-    kill -TERM "\$pid" 2>/dev/null || exit 0
-    i=0
-    while kill -0 "\$pid" 2>/dev/null; do
-        i=\$((i + 1))
-        if [ \$i -gt 300 ]; then kill -KILL "\$pid" 2>/dev/null; sleep 0.2; break; fi
-        sleep 0.1
-    done
-    rm -f "$dir/mariadbd.pid"
+    stop_pidfile "$dir/mariadbd.pid" 30
     ;;
 start)
     # Already running: nothing to do (a second mariadbd on the same data

@@ -19,6 +19,9 @@
 # the `postgres` system user, which owns the directory.
 set -u
 
+# shellcheck source=lib.sh
+. "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+
 bindir=""
 if command -v pg_config >/dev/null 2>&1; then
     bindir=$(pg_config --bindir 2>/dev/null || true)
@@ -77,10 +80,6 @@ if ! $as_server "$bindir/initdb" -D "$dir/data" -U chatd --pwfile="$dir/pwfile" 
     cleanup
     exit 1
 fi
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # pg_ctl with this server's settings, as the right user.
 cat >"$dir/pgctl" <<EOF

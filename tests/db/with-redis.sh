@@ -16,13 +16,9 @@
 # touches a system service.
 set -u
 
-find_bin() {
-    p=$(command -v "$1" 2>/dev/null) && { echo "$p"; return 0; }
-    for d in /usr/bin /usr/sbin /usr/local/bin /usr/local/sbin; do
-        [ -x "$d/$1" ] && { echo "$d/$1"; return 0; }
-    done
-    return 1
-}
+lib=$(cd "$(dirname "$0")" && pwd)/lib.sh
+# shellcheck source=lib.sh
+. "$lib"
 
 if [ $# -eq 0 ]; then
     echo "usage: $0 CMD [ARGS...]" >&2
@@ -53,7 +49,7 @@ trap 'on_signal 130' INT
 trap 'on_signal 143' TERM
 trap 'on_signal 129' HUP
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 pass=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
 
 # The password goes in a config file, not on a command line that ps shows.
@@ -72,17 +68,10 @@ EOF2
 cat >"$dir/ctl" <<EOF2
 #!/bin/sh
 # stop | start the throwaway Redis server of $dir
+. "$lib"
 case "\$1" in
 stop)
-    pid=\$(cat "$dir/redis.pid" 2>/dev/null) || exit 0
-    kill -TERM "\$pid" 2>/dev/null || exit 0
-    i=0
-    while kill -0 "\$pid" 2>/dev/null; do
-        i=\$((i + 1))
-        if [ \$i -gt 100 ]; then kill -KILL "\$pid" 2>/dev/null; sleep 0.1; break; fi
-        sleep 0.05
-    done
-    rm -f "$dir/redis.pid"
+    stop_pidfile "$dir/redis.pid" 5
     ;;
 start)
     pid=\$(cat "$dir/redis.pid" 2>/dev/null) && kill -0 "\$pid" 2>/dev/null && exit 0 # running

@@ -45,6 +45,8 @@ def t(seconds):
 UUID4_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}$")
 HEALTH_TS_RE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
+HEALTH_CACHE_RE = re.compile(r"^缓存 (\d+) 条记录$")
+HEALTH_SESSIONS_RE = re.compile(r"^当前活动会话数量 (\d+) 条记录$")
 JSON_CT = "application/json; charset=utf-8"
 
 
@@ -279,12 +281,8 @@ def run_chatd_to_exit(args, env=None, timeout=None):
 # HTTP
 
 
-class Response:
-    def __init__(self, status, reason, headers, body):
-        self.status = status
-        self.reason = reason
-        self.headers = headers  # list of (name, value)
-        self.body = body
+class Headers:
+    """header() over self.headers, a list of (name, value)."""
 
     def header(self, name, default=None):
         name = name.lower()
@@ -292,6 +290,14 @@ class Response:
             if k.lower() == name:
                 return v
         return default
+
+
+class Response(Headers):
+    def __init__(self, status, reason, headers, body):
+        self.status = status
+        self.reason = reason
+        self.headers = headers  # list of (name, value)
+        self.body = body
 
     def json(self):
         return loads(self.body)
@@ -338,19 +344,12 @@ def quote_path(s):
     return urllib.parse.quote(s, safe="")
 
 
-class RawHead:
+class RawHead(Headers):
     def __init__(self, status, reason, headers, version):
         self.status = status
         self.reason = reason
         self.headers = headers
         self.version = version
-
-    def header(self, name, default=None):
-        name = name.lower()
-        for k, v in self.headers:
-            if k.lower() == name:
-                return v
-        return default
 
 
 class RawConn:
@@ -555,6 +554,11 @@ class SSE:
     def header(self, name, default=None):
         return self.head.header(name, default)
 
+    def response(self):
+        """What was read so far as a Response: the error body, or the stream's raw bytes."""
+        return Response(self.status, self.head.reason, self.head.headers,
+                        self.body if self.body is not None else self.raw)
+
     def next_event(self):
         """The next event (comments included), or None at the end of the stream."""
         if not self.is_stream:
@@ -596,6 +600,17 @@ class SSE:
 
     def close(self):
         self.conn.close()
+
+
+def take_content(tc, sse, n):
+    """Reads the next n events of a running stream, each a content piece; returns their text."""
+    got = ""
+    for _ in range(n):
+        ev = sse.next_data_event()
+        tc.assertIsNotNone(ev, "the stream ended early: %r" % sse.events)
+        tc.assertIsNone(ev.name, repr(ev))
+        got += loads(ev.data)["content"]
+    return got
 
 
 class StreamResult:
@@ -701,6 +716,15 @@ def db_connect_rw(path):
     return con
 
 
+def remove_db_files(path):
+    """Deletes the SQLite file and its -wal, -shm and -journal under a running chatd."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        try:
+            os.unlink(path + suffix)
+        except FileNotFoundError:
+            pass
+
+
 def db_counts(path):
     return (db_query(path, "SELECT COUNT(*) FROM conversations")[0][0],
             db_query(path, "SELECT COUNT(*) FROM messages")[0][0])
@@ -712,6 +736,12 @@ def db_conversation(path, conv_id):
     msgs = db_query(path, "SELECT role, content, timestamp FROM messages WHERE conversation_id = ? "
                           "ORDER BY id", (conv_id,))
     return (rows[0] if rows else None), msgs
+
+
+def db_orphan_messages(path):
+    """How many messages belong to no conversation."""
+    return db_query(path, "SELECT COUNT(*) FROM messages WHERE conversation_id NOT IN "
+                          "(SELECT id FROM conversations)")[0][0]
 
 
 def wait_for(pred, timeout, interval=0.05):
@@ -733,21 +763,27 @@ class ChatdCase(unittest.TestCase):
 
     chatd_args = ()
     chatd_env = None
+    chatd_db = None  # a --db URL; None: a fresh SQLite file (then db_path is set)
     chatd_preexec_fn = None  # a staticmethod run in chatd's child before exec
     mock_args = ()
     mock_delay_ms = 5
 
     @classmethod
+    def llm_url(cls):
+        """The --llm-url chatd is given: the mock's, unless a class says otherwise."""
+        return cls.mock.url
+
+    @classmethod
     def setUpClass(cls):
         cls.mock = Mock(*cls.mock_args, delay_ms=cls.mock_delay_ms)
         try:
-            cls.chatd = Chatd(cls.mock.url, cls.chatd_args, env=cls.chatd_env,
+            cls.chatd = Chatd(cls.llm_url(), cls.chatd_args, env=cls.chatd_env, db=cls.chatd_db,
                               preexec_fn=cls.chatd_preexec_fn)
         except BaseException:
             cls.mock.stop()
             raise
         cls.port = cls.chatd.port
-        cls.db_path = cls.chatd.db_path
+        cls.db_path = cls.chatd.db_path if cls.chatd_db is None else None
 
     @classmethod
     def tearDownClass(cls):
@@ -838,6 +874,16 @@ class ChatdCase(unittest.TestCase):
         self.assertRegex(obj["last_active"], TS_RE)
         return obj
 
+    def wait_history(self, cid, n):
+        """History once it holds n messages (a stream's exchange is stored at its end)."""
+        def get():
+            r = self.req("GET", "/api/conversations/" + quote_path(cid))
+            return r.status == 200 and len(r.json()["history"]) >= n
+        wait_for(get, t(3))
+        hist = self.history(cid)
+        self.assertGreaterEqual(len(hist["history"]), n, "history of %s did not reach %d messages" % (cid, n))
+        return hist
+
     def pairs(self, hist):
         return [(m["role"], m["content"]) for m in hist["history"]]
 
@@ -848,8 +894,8 @@ class ChatdCase(unittest.TestCase):
 
     def health_counts(self):
         obj = self.health()
-        cache = re.match(r"^缓存 (\d+) 条记录$", obj["system"]["cache"])
-        sessions = re.match(r"^当前活动会话数量 (\d+) 条记录$", obj["system"]["active_sessions"])
+        cache = HEALTH_CACHE_RE.match(obj["system"]["cache"])
+        sessions = HEALTH_SESSIONS_RE.match(obj["system"]["active_sessions"])
         self.assertTrue(cache, obj)
         self.assertTrue(sessions, obj)
         return int(cache.group(1)), int(sessions.group(1))

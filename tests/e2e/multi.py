@@ -20,7 +20,6 @@ SQLite file (WAL).
 """
 
 import os
-import re
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ import unittest
 import urllib.parse
 
 import harness
-from harness import ChatdCase, Chatd, Mock, demo_answer, t, wait_for
+from harness import HEALTH_CACHE_RE, HEALTH_SESSIONS_RE, ChatdCase, Chatd, Mock, demo_answer, t, wait_for
 
 BACKEND = os.environ.get("MULTI_BACKEND", "sqlite")
 REDIS_URL = os.environ.get("CHATD_TEST_REDIS_URL")
@@ -36,9 +35,6 @@ REDIS_CTL = os.environ.get("CHATD_TEST_REDIS_CTL")
 DB_URL = {"sqlite": None,
           "postgresql": os.environ.get("CHATD_TEST_PG_URL"),
           "mysql": os.environ.get("CHATD_TEST_MYSQL_URL")}.get(BACKEND)
-
-CACHE_RE = re.compile(r"^缓存 (\d+) 条记录$")
-ACTIVE_RE = re.compile(r"^当前活动会话数量 (\d+) 条记录$")
 
 
 def redis_cli(*args):
@@ -194,11 +190,11 @@ class TwoInstances(MultiCase):
         self.at(self.B).chat("health on B")
         a, b = self.health_lines(self.A), self.health_lines(self.B)
         self.assertEqual(a["database"], "数据库连接正常")
-        self.assertRegex(a["cache"], CACHE_RE)
-        self.assertRegex(a["active_sessions"], ACTIVE_RE)
+        self.assertRegex(a["cache"], HEALTH_CACHE_RE)
+        self.assertRegex(a["active_sessions"], HEALTH_SESSIONS_RE)
         self.assertEqual(a, b, "the counts are the database's and Redis's, not a process's")
-        self.assertGreaterEqual(int(CACHE_RE.match(a["cache"]).group(1)), 2)
-        self.assertGreaterEqual(int(ACTIVE_RE.match(a["active_sessions"]).group(1)), 2)
+        self.assertGreaterEqual(int(HEALTH_CACHE_RE.match(a["cache"]).group(1)), 2)
+        self.assertGreaterEqual(int(HEALTH_SESSIONS_RE.match(a["active_sessions"]).group(1)), 2)
 
 
 class SweepEverywhere(MultiCase):
@@ -245,7 +241,7 @@ class RedisOutage(ChatdCase):
         self.addCleanup(self.restart_redis)
         cid = self.chat("before the outage", expect_cached=False)["conversation_id"]
         self.chat("before the outage", cid, expect_cached=True)
-        self.assertRegex(self.cache_line(), CACHE_RE)
+        self.assertRegex(self.cache_line(), HEALTH_CACHE_RE)
 
         subprocess.run([REDIS_CTL, "stop"], check=True, timeout=t(30))
         calls = self.mock.stats()["requests"]
@@ -260,13 +256,13 @@ class RedisOutage(ChatdCase):
         self.assertEqual(obj["status"], "服务正常")
         self.assertEqual(obj["system"]["database"], "数据库连接正常")
         self.assertRegex(obj["system"]["cache"], r"^缓存不可用: .+")
-        self.assertRegex(obj["system"]["active_sessions"], ACTIVE_RE)
+        self.assertRegex(obj["system"]["active_sessions"], HEALTH_SESSIONS_RE)
         err = self.chatd.stderr_text()
         self.assertEqual(err.count("answering uncached"), 1, "one log line per outage:\n" + err[-3000:])
         self.assertNotIn(urllib.parse.urlsplit(REDIS_URL).password, err, "the password is logged")
 
         subprocess.run([REDIS_CTL, "start"], check=True, timeout=t(30))
-        self.assertTrue(wait_for(lambda: CACHE_RE.match(self.cache_line()), t(10), 0.2),
+        self.assertTrue(wait_for(lambda: HEALTH_CACHE_RE.match(self.cache_line()), t(10), 0.2),
                         "/health sees Redis again")
         self.chat("after the outage", cid, expect_cached=False)
         self.chat("after the outage", cid, expect_cached=True)

@@ -415,18 +415,13 @@ class TakeoverTest(ChatdCase):
 
 class ReconnectTest(ChatdCase):
     chatd_args = ("--session-ttl", str(TTL))
+    chatd_db = URL
+    mock_delay_ms = 1
 
     @classmethod
     def setUpClass(cls):
         requires_mariadb()
-        cls.chatd_args = cls.chatd_args
-        cls.mock = Mock(delay_ms=1)
-        try:
-            cls.chatd = Chatd(cls.mock.url, cls.chatd_args, db=URL)
-        except BaseException:
-            cls.mock.stop()
-            raise
-        cls.port = cls.chatd.port
+        super().setUpClass()
 
     def tearDown(self):
         subprocess.run([CTL, "start"], timeout=t(120))  # idempotent when it already runs

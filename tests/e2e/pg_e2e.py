@@ -22,7 +22,7 @@ import time
 import unittest
 import urllib.parse
 
-from harness import TS_RE, Chatd, ChatdCase, Mock, demo_answer, run_chatd_to_exit, t, wait_for
+from harness import SSE, TS_RE, Chatd, ChatdCase, Mock, demo_answer, request, run_chatd_to_exit, t, wait_for
 
 PG_URL = os.environ.get("CHATD_TEST_PG_URL")
 PG_CTL = os.environ.get("CHATD_TEST_PG_CTL")
@@ -46,16 +46,8 @@ def psql(sql):
 
 @unittest.skipUnless(PG_URL and PG_CTL, NEED)
 class PostgresApi(ChatdCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.mock = Mock(delay_ms=1)
-        try:
-            cls.chatd = Chatd(cls.mock.url, db=PG_URL)
-        except BaseException:
-            cls.mock.stop()
-            raise
-        cls.port = cls.chatd.port
-        cls.db_path = None
+    chatd_db = PG_URL
+    mock_delay_ms = 1
 
     def tearDown(self):
         self.assertNotIn(password(), self.chatd.stderr_text(), "the password was logged")
@@ -127,7 +119,6 @@ class PostgresApi(ChatdCase):
                          [["0"]])
 
     def test_stream_is_stored(self):
-        from harness import SSE
         s = SSE(self.port, message="stream me")
         s.read_all()
         cid = s.header("X-Conversation-Id")
@@ -191,7 +182,7 @@ class PostgresPassword(unittest.TestCase):
         c = Chatd(self.mock.url, db=self.url_without_password(),
                   env={"CHATD_DB_PASSWORD": password()})
         try:
-            resp = c and __import__("harness").request(c.port, "GET", "/health")
+            resp = request(c.port, "GET", "/health")
             self.assertEqual(resp.status, 200, resp)
             self.assertNotIn(password(), c.stderr_text())
         finally:
@@ -203,7 +194,7 @@ class PostgresPassword(unittest.TestCase):
         rc, out, err = run_chatd_to_exit(["--llm-url", self.mock.url, "--port", "0"],
                                          env={"CHATD_DB": self.url_without_password(),
                                               "CHATD_DB_PASSWORD": wrong})
-        text = (out + err).decode("utf-8", "replace") if isinstance(out, bytes) else out + err
+        text = (out + err).decode("utf-8", "replace")
         self.assertEqual(rc, 2, text)
         self.assertIn("password authentication failed", text)
         self.assertNotIn(wrong, text)

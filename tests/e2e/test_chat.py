@@ -12,8 +12,9 @@ import time
 import unittest
 import uuid
 
-from harness import (SSE, UUID4_RE, ChatdCase, RawConn, Response, build_request, canonical, check_stream, db_conversation,
-                     db_query, demo_answer, loads, quote_path, t, tokens_answer, wait_for)
+from harness import (SSE, TS_RE, UUID4_RE, ChatdCase, RawConn, build_request, canonical, check_stream,
+                     db_conversation, db_orphan_messages, demo_answer, quote_path, t, take_content,
+                     tokens_answer, wait_for)
 
 
 def msgs(*pairs):
@@ -21,19 +22,23 @@ def msgs(*pairs):
 
 
 def run_parallel(fn, n):
-    """Runs fn(i) for i in range(n) in n threads; returns results (exceptions as values)."""
+    """Runs fn(i) for i in range(n) in n threads; returns the results once all are done,
+    or raises the first exception one of them raised."""
     results = [None] * n
 
     def work(i):
         try:
             results[i] = fn(i)
-        except BaseException as e:  # reported by the caller
+        except BaseException as e:  # raised below, once every thread is done
             results[i] = e
     threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        raise errors[0]
     return results
 
 
@@ -56,16 +61,6 @@ class ChatCase(ChatdCase):
         self.assertEqual(lr.get("authorization"), self.auth if auth is None else auth)
         return lr
 
-    def wait_history(self, cid, n):
-        """History once it holds n messages (a stream's exchange is stored at its end)."""
-        def get():
-            r = self.req("GET", "/api/conversations/" + quote_path(cid))
-            if r.status == 200 and len(r.json()["history"]) >= n:
-                return True
-            return False
-        wait_for(get, t(3))
-        return self.history(cid)
-
     def snapshot(self, cid):
         return (self.req("GET", "/api/conversations/" + quote_path(cid)).body,
                 db_conversation(self.db_path, cid))
@@ -75,7 +70,7 @@ class ChatCase(ChatdCase):
         sse = SSE(self.port, message, conversation_id, method=method)
         sse.close()
         self.assertFalse(sse.is_stream, "expected a plain error, got a stream: %r" % sse.events)
-        return Response(sse.status, sse.head.reason, sse.head.headers, sse.body)
+        return sse.response()
 
     def stream_failing_after_start(self, message, conversation_id=None):
         """A stream that starts and then fails: returns the StreamResult."""
@@ -132,12 +127,12 @@ class ChatTests(ChatCase):
         cid = self.chat(msg)["conversation_id"]
         conv, rows = db_conversation(self.db_path, cid)
         self.assertIsNotNone(conv, "conversation row")
-        self.assertRegex(conv[0], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}$")
-        self.assertRegex(conv[1], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}$")
+        self.assertRegex(conv[0], TS_RE)
+        self.assertRegex(conv[1], TS_RE)
         self.assertEqual([(r, c) for r, c, _ in rows], [("user", msg), ("assistant", "w1 w2")])
         for _, _, ts in rows:
             self.assertIsInstance(ts, str)
-            self.assertRegex(ts, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}$")
+            self.assertRegex(ts, TS_RE)
         hist = self.history(cid)
         self.assertEqual(hist["created_at"], conv[0])
         self.assertEqual(hist["last_active"], conv[1])
@@ -452,7 +447,7 @@ class ChatTests(ChatCase):
         sse = SSE(self.port, message, conversation_id)
         try:
             if not sse.is_stream:
-                err = self.assert_error(Response(sse.status, sse.head.reason, sse.head.headers, sse.body), status)
+                err = self.assert_error(sse.response(), status)
                 text = err["message"]
             else:
                 res = check_stream(self, sse)
@@ -519,12 +514,7 @@ class ChatTests(ChatCase):
         sse = SSE(self.port, msg)
         self.assertEqual(sse.status, 200, sse.body)
         cid = sse.header("X-Conversation-Id")
-        got = ""
-        for _ in range(3):
-            ev = sse.next_data_event()
-            self.assertIsNotNone(ev)
-            self.assertIsNone(ev.name)
-            got += loads(ev.data)["content"]
+        got = take_content(self, sse, 3)
         sse.close()
         closed_at = time.monotonic()
         ok = wait_for(lambda: self.mock.stats()["cancelled"] > cancelled, t(4))
@@ -570,9 +560,6 @@ class ChatTests(ChatCase):
             self.assertEqual(res.done["conversation_id"], sse.header("X-Conversation-Id"))
             return res.done["conversation_id"], msg, expected
         results = run_parallel(one, n)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise errors[0]
         self.assertEqual(len({cid for cid, _, _ in results}), n)
         for cid, msg, expected in results:
             hist = self.wait_history(cid, 2)
@@ -587,9 +574,6 @@ class ChatTests(ChatCase):
             self.assertEqual(obj["response"], tokens_answer(i + 1))
             return obj["conversation_id"]
         results = run_parallel(one, 20)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise errors[0]
         self.assertEqual(len(set(results)), 20)
 
     def test_parallel_exchanges_in_one_conversation_stay_whole(self):
@@ -608,9 +592,6 @@ class ChatTests(ChatCase):
                 self.assertEqual(obj["response"], tokens_answer(i + 1))
                 self.assertEqual(obj["conversation_id"], cid)
         results = run_parallel(one, 10)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise errors[0]
         hist = self.wait_history(cid, 22)
         pairs = self.pairs(hist)
         self.assertEqual(len(pairs), 22)
@@ -689,9 +670,6 @@ class ChatTests(ChatCase):
             finally:
                 sse.close()
         results = run_parallel(one, n)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            raise errors[0]
         self.assertTrue(wait_for(lambda: self.mock.stats()["cancelled"] >= cancelled + n // 2, t(5)),
                         "cancelled %r, expected +%d" % (self.mock.stats(), n // 2))
         self.assertTrue(wait_for(lambda: self.mock.stats()["active"] == 0, t(5)))
@@ -714,9 +692,7 @@ class ChatTests(ChatCase):
             sse.close()
         self.assertTrue(res.done or res.error)
         time.sleep(0.3)
-        orphans = db_query(self.db_path, "SELECT COUNT(*) FROM messages WHERE conversation_id NOT IN "
-                                         "(SELECT id FROM conversations)")[0][0]
-        self.assertEqual(orphans, 0, "messages stored for a deleted conversation")
+        self.assertEqual(db_orphan_messages(self.db_path), 0, "messages stored for a deleted conversation")
         r = self.req("GET", "/api/conversations/" + cid)
         self.assertIn(r.status, (200, 404))
         if r.status == 200:
@@ -827,13 +803,13 @@ class ApiKeyTests(ChatCase):
                 sse = SSE(self.port, msg, conv)
                 if sse.is_stream:
                     sse.read_all()
-                seen.append(Response(sse.status, sse.head.reason, sse.head.headers, sse.body or sse.raw))
+                seen.append(sse.response())
                 sse.close()
         for msg in ("leak mock:error-event", "leak mock:close", "leak mock:malformed", "leak ok mock:tokens=2"):
             sse = SSE(self.port, msg)
             sse.read_all()
             sse.close()
-            seen.append(Response(sse.status, sse.head.reason, sse.head.headers, sse.body or sse.raw))
+            seen.append(sse.response())
         for path in ("/health", "/api/conversations/" + cid, "/nope"):
             seen.append(self.req("GET", path))
         self.assertTrue(any(r.status == 502 for r in seen))
@@ -927,19 +903,11 @@ class UnreachableUpstreamTests(ChatCase):
     """An upstream that refuses connections: 502, nothing stored, server fine, key not shown."""
 
     KEY = "sk-e2e-unreachable-HIDDENKEY42"
+    chatd_args = ("--llm-key", KEY, "--log-level", "debug")
 
     @classmethod
-    def setUpClass(cls):
-        import harness
-        cls.mock = harness.Mock()  # only for the base class's teardown
-        try:
-            cls.chatd = harness.Chatd("http://127.0.0.1:%d/v1" % closed_port(),
-                                      ("--llm-key", cls.KEY, "--log-level", "debug"))
-        except BaseException:
-            cls.mock.stop()
-            raise
-        cls.port = cls.chatd.port
-        cls.db_path = cls.chatd.db_path
+    def llm_url(cls):
+        return "http://127.0.0.1:%d/v1" % closed_port()  # the mock is started, but not asked
 
     def test_unreachable_upstream_is_502(self):
         counts = self.counts()
@@ -957,17 +925,11 @@ class UnreachableUpstreamTests(ChatCase):
 class LlmUrlTrailingSlashTests(ChatCase):
     """--llm-url with a trailing slash still reaches BASE/chat/completions."""
 
+    chatd_args = ("--llm-model", "e2e-model")
+
     @classmethod
-    def setUpClass(cls):
-        import harness
-        cls.mock = harness.Mock()
-        try:
-            cls.chatd = harness.Chatd(cls.mock.url + "/", ("--llm-model", "e2e-model"))
-        except BaseException:
-            cls.mock.stop()
-            raise
-        cls.port = cls.chatd.port
-        cls.db_path = cls.chatd.db_path
+    def llm_url(cls):
+        return cls.mock.url + "/"
 
     def test_trailing_slash_in_llm_url(self):
         self.assertEqual(self.chat("slash url mock:tokens=2")["response"], "w1 w2")

@@ -25,7 +25,7 @@ import unittest
 import uuid
 
 from harness import (TS_RE, ChatdCase, RawConn, build_request, canonical, db_connect_rw, db_query, loads,
-                     quote_path, t, wait_for)
+                     quote_path, remove_db_files, t, wait_for)
 
 CSV_CT = "text/csv; charset=utf-8"
 NDJSON_CT = "application/x-ndjson"
@@ -195,6 +195,22 @@ class ExportMixin:
         except UnicodeDecodeError as e:
             self.fail("export is not valid UTF-8: %s near %r" % (e, body[max(0, e.start - 40):e.end + 40]))
 
+    def ndjson(self, body):
+        """The objects of an NDJSON body, checking that it is UTF-8, that every line ends
+        in LF (the last too) and that each is exactly the canonical serialisation."""
+        text = self.utf8(body)
+        self.assertTrue(text.endswith("\n"), "NDJSON ends with a newline: %r" % text[-80:])
+        self.assertNotIn("\r", text, "NDJSON lines end in LF only")
+        objs = []
+        for i, line in enumerate(text[:-1].split("\n")):
+            try:
+                obj = loads(line)
+            except ValueError as e:
+                self.fail("line %d is not JSON (%s): %r" % (i + 1, e, line[:300]))
+            self.assertEqual(line, canonical(obj), "line %d: exact serialisation" % (i + 1))
+            objs.append(obj)
+        return objs
+
     # -- single conversation
 
     def check_one_headers(self, resp, cid, fmt):
@@ -214,18 +230,7 @@ class ExportMixin:
 
     def check_one_ndjson(self, resp, cid):
         """Checks the NDJSON body line by line against the database; returns the lines' objects."""
-        text = self.utf8(resp.body)
-        self.assertTrue(text.endswith("\n"), "NDJSON ends with a newline: %r" % text[-80:])
-        self.assertNotIn("\r", text, "NDJSON lines end in LF only")
-        lines = text[:-1].split("\n")
-        objs = []
-        for i, line in enumerate(lines):
-            try:
-                obj = loads(line)
-            except ValueError as e:
-                self.fail("line %d is not JSON (%s): %r" % (i + 1, e, line[:300]))
-            self.assertEqual(line, canonical(obj), "line %d: exact serialisation" % (i + 1))
-            objs.append(obj)
+        objs = self.ndjson(resp.body)
         conv, msgs = self.stored(cid)
         self.assertIsNotNone(conv)
         self.assertEqual(list(objs[0].keys()), ["conversation_id", "created_at", "last_active", "message_count"])
@@ -294,18 +299,7 @@ class ExportMixin:
         return out
 
     def check_all_ndjson(self, resp, expected, t0, t1):
-        text = self.utf8(resp.body)
-        self.assertTrue(text.endswith("\n"), "NDJSON ends with a newline: %r" % text[-80:])
-        self.assertNotIn("\r", text)
-        lines = text[:-1].split("\n")
-        objs = []
-        for i, line in enumerate(lines):
-            try:
-                obj = loads(line)
-            except ValueError as e:
-                self.fail("line %d is not JSON (%s): %r" % (i + 1, e, line[:300]))
-            self.assertEqual(line, canonical(obj), "line %d: exact serialisation" % (i + 1))
-            objs.append(obj)
+        objs = self.ndjson(resp.body)
         head = objs[0]
         self.assertEqual(list(head.keys()), ["export_time", "total_conversations"], head)
         self.assertRegex(head["export_time"], TS_RE)
@@ -1045,11 +1039,7 @@ class DatabaseGoneMidExportTests(ExportMixin, ChatdCase):
                 got.append(piece)
                 if sum(map(len, got)) >= 200000:
                     break
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                try:
-                    os.unlink(self.db_path + suffix)
-                except FileNotFoundError:
-                    pass
+            remove_db_files(self.db_path)
             time.sleep(0.1)
             complete = True
             try:
@@ -1213,15 +1203,12 @@ class LargeExportAllTests(ExportMixin, ChatdCase):
         r = self.export_all("json")
         t1 = time.time()
         name = self.check_all_headers(r, "json", t0, t1)
-        lines = self.utf8(r.body).split("\n")
-        self.assertEqual(lines[-1], "")
-        lines = lines[:-1]
-        head = loads(lines[0])
+        objs = self.ndjson(r.body)
+        head = objs[0]
         self.assertEqual(list(head.keys()), ["export_time", "total_conversations"])
         self.assertEqual(head["total_conversations"], self.CONVS)
-        self.assertEqual(len(lines), self.CONVS + 1)
-        for i, line in enumerate(lines[1:]):
-            obj = loads(line)
+        self.assertEqual(len(objs), self.CONVS + 1)
+        for i, obj in enumerate(objs[1:]):
             self.assertEqual(obj["id"], self.ids[i], "conversation %d: oldest first" % i)
             self.assertEqual(obj["message_count"], self.MSGS)
             self.assertEqual([m["content"] for m in obj["messages"]],

@@ -15,8 +15,8 @@ import time
 import unittest
 
 import harness
-from harness import (SSE, ChatdCase, Chatd, Mock, check_stream, db_conversation, db_query, loads, quote_path,
-                     run_chatd_to_exit, t, tokens_answer, wait_for)
+from harness import (SSE, ChatdCase, Chatd, Mock, check_stream, db_conversation, db_query, loads,
+                     run_chatd_to_exit, t, take_content, tokens_answer, wait_for)
 
 FLAGS = ["--host", "--port", "--db", "--llm-url", "--llm-key", "--llm-model", "--llm-timeout", "--history",
          "--session-ttl", "--sweep-interval", "--cache-size", "--cache-ttl", "--redis", "--export-dir",
@@ -202,11 +202,7 @@ class RestartTests(unittest.TestCase):
         sse = SSE(c.port, msg)
         self.assertEqual(sse.status, 200, sse.body)
         cid = sse.header("X-Conversation-Id")
-        got = ""
-        for _ in range(3):
-            ev = sse.next_data_event()
-            self.assertIsNotNone(ev)
-            got += loads(ev.data)["content"]
+        got = take_content(self, sse, 3)
         start = time.monotonic()
         c.proc.send_signal(signal.SIGTERM)
         # the client sees its stream end one way or another
