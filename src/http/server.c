@@ -385,6 +385,15 @@ void http_resume(struct http_request *req)
 
 /* ---- streams ---- */
 
+/* Resumes the stream's connection if it sleeps. The caller holds s->lock. */
+static void stream_resume_locked(struct http_stream *s)
+{
+    if (s->suspended && s->conn) {
+        s->suspended = false;
+        MHD_resume_connection(s->conn);
+    }
+}
+
 /* Wakes the reader: if it sleeps, queue the connection for the resumer.
  * The caller holds s->lock. */
 static void stream_wake_locked(struct http_stream *s)
@@ -431,10 +440,7 @@ static void *resumer_main(void *arg)
             list = s->rq_next;
             pthread_mutex_lock(&s->lock);
             s->resume_queued = false;
-            if (s->suspended && s->conn) {
-                s->suspended = false;
-                MHD_resume_connection(s->conn);
-            }
+            stream_resume_locked(s);
             pthread_mutex_unlock(&s->lock);
             stream_unref(s);
         }
@@ -1075,15 +1081,15 @@ void http_server_free(struct http_server *srv)
     if (srv->ticker_started)
         pthread_join(srv->ticker, NULL);
     if (srv->daemon) {
-        /* Streams still queued for resuming are resumed below directly. */
+        /* Streams still queued for resuming are resumed below directly.
+         * (The resumer runs only if the daemon started: stopping it here
+         * covers every start failure too.) */
         pthread_mutex_lock(&srv->rq_lock);
         srv->rq_stopping = true;
         pthread_cond_signal(&srv->rq_cond);
         pthread_mutex_unlock(&srv->rq_lock);
-        if (srv->resumer_started) {
+        if (srv->resumer_started)
             pthread_join(srv->resumer, NULL);
-            srv->resumer_started = false;
-        }
         /* MHD must not be stopped with connections still suspended. */
         pthread_mutex_lock(&srv->lock);
         for (struct http_request *req = srv->requests; req; req = req->next) {
@@ -1099,10 +1105,7 @@ void http_server_free(struct http_server *srv)
                     s->ok = false;
                 }
                 s->wake = true;
-                if (s->suspended && s->conn) {
-                    s->suspended = false;
-                    MHD_resume_connection(s->conn);
-                }
+                stream_resume_locked(s);
                 pthread_mutex_unlock(&s->lock);
             }
         }
@@ -1113,13 +1116,6 @@ void http_server_free(struct http_server *srv)
         struct http_stream *s = srv->rq;
         srv->rq = s->rq_next;
         stream_unref(s);
-    }
-    if (srv->resumer_started) { /* start failed after the resumer began */
-        pthread_mutex_lock(&srv->rq_lock);
-        srv->rq_stopping = true;
-        pthread_cond_signal(&srv->rq_cond);
-        pthread_mutex_unlock(&srv->rq_lock);
-        pthread_join(srv->resumer, NULL);
     }
     pthread_cond_destroy(&srv->rq_cond);
     pthread_mutex_destroy(&srv->rq_lock);
