@@ -234,6 +234,16 @@ static void queue(struct http_request *req, int status, struct MHD_Response *r)
     MHD_destroy_response(r);
 }
 
+/* Queues a response with a body of len bytes, labelled content_type. */
+static void queue_body(struct http_request *req, int status, const char *content_type,
+                       struct MHD_Response *r, uint64_t len)
+{
+    if (content_type)
+        MHD_add_response_header(r, "Content-Type", content_type);
+    req->bytes = len;
+    queue(req, status, r);
+}
+
 void http_add_header(struct http_request *req, const char *name, const char *value)
 {
     if (req->nhdr == MAX_HEADERS) {
@@ -250,10 +260,7 @@ void http_respond(struct http_request *req, int status, const char *content_type
 {
     struct MHD_Response *r =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
-    if (content_type)
-        MHD_add_response_header(r, "Content-Type", content_type);
-    req->bytes = len;
-    queue(req, status, r);
+    queue_body(req, status, content_type, r, len);
 }
 
 void http_respond_static(struct http_request *req, int status, const char *content_type,
@@ -261,10 +268,7 @@ void http_respond_static(struct http_request *req, int status, const char *conte
 {
     struct MHD_Response *r =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_PERSISTENT);
-    if (content_type)
-        MHD_add_response_header(r, "Content-Type", content_type);
-    req->bytes = len;
-    queue(req, status, r);
+    queue_body(req, status, content_type, r, len);
 }
 
 bool http_etag_match(const struct http_request *req, const char *etag)
@@ -296,9 +300,7 @@ void http_respond_json(struct http_request *req, int status, struct buf *b)
     size_t len = b->len;
     char *body = buf_take(b);
     struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
-    MHD_add_response_header(r, "Content-Type", "application/json; charset=utf-8");
-    req->bytes = len;
-    queue(req, status, r);
+    queue_body(req, status, "application/json; charset=utf-8", r, len);
 }
 
 void http_respond_file(struct http_request *req, int status, const char *content_type, int fd,
@@ -310,10 +312,7 @@ void http_respond_file(struct http_request *req, int status, const char *content
         http_respond_error(req, CHATD_EINTERNAL, "cannot send the file");
         return;
     }
-    if (content_type)
-        MHD_add_response_header(r, "Content-Type", content_type);
-    req->bytes = len;
-    queue(req, status, r);
+    queue_body(req, status, content_type, r, len);
 }
 
 void http_respond_error(struct http_request *req, enum chatd_err err, const char *message)
