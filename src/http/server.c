@@ -315,14 +315,19 @@ void http_respond_file(struct http_request *req, int status, const char *content
     queue_body(req, status, content_type, r, len);
 }
 
-void http_respond_error(struct http_request *req, enum chatd_err err, const char *message)
+void http_respond_error_status(struct http_request *req, int status, const char *message)
 {
     struct buf b = BUF_INIT;
     buf_append_str(&b, "{");
     json_out_kv_str(&b, true, "status", "error", 5);
     json_out_kv_str(&b, false, "message", message, strlen(message));
     buf_append_str(&b, "}");
-    http_respond_json(req, http_status_for(err), &b);
+    http_respond_json(req, status, &b);
+}
+
+void http_respond_error(struct http_request *req, enum chatd_err err, const char *message)
+{
+    http_respond_error_status(req, http_status_for(err), message);
 }
 
 static void respond_preflight(struct http_request *req)
