@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "core/json_out.h"
+
 #define MAX_DEPTH  32
 #define MAX_NUMBER 15 /* characters; longer numbers could overflow jansson's types */
 
@@ -60,43 +62,12 @@ static bool hex4(struct scan *s, unsigned *v)
     return true;
 }
 
-/* Length of the valid UTF-8 sequence at p (lead byte >= 0x80), 0 if invalid. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-    unsigned char c = p[0];
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xbf; /* allowed range of the second byte */
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        if (c == 0xe0)
-            lo = 0xa0; /* overlong */
-        else if (c == 0xed)
-            hi = 0x9f; /* surrogates */
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        if (c == 0xf0)
-            lo = 0x90; /* overlong */
-        else if (c == 0xf4)
-            hi = 0x8f; /* > U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (n < len || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-    return len;
-}
-
 static bool string(struct scan *s, struct chunk_text *t)
 {
     if (!eat(s, '"'))
         return false;
     const unsigned char *start = s->p;
-    bool escaped = false;
+    bool escaped = false, ascii = true;
     while (s->p < s->end) {
         unsigned char c = *s->p;
         if (c == '"') {
@@ -104,7 +75,9 @@ static bool string(struct scan *s, struct chunk_text *t)
             t->len = (size_t)(s->p - start);
             t->escaped = escaped;
             s->p++;
-            return true;
+            /* Bytes >= 0x80 are never '"', '\\' or controls, so the body
+             * is valid UTF-8 exactly when the raw bytes are. */
+            return ascii || utf8_valid(t->ptr, t->len);
         }
         if (c < 0x20)
             return false;
@@ -126,14 +99,8 @@ static bool string(struct scan *s, struct chunk_text *t)
             }
             continue;
         }
-        if (c < 0x80) {
-            s->p++;
-            continue;
-        }
-        size_t l = utf8_len(s->p, (size_t)(s->end - s->p));
-        if (!l)
-            return false;
-        s->p += l;
+        ascii = ascii && c < 0x80;
+        s->p++;
     }
     return false;
 }
