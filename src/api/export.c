@@ -540,14 +540,9 @@ void api_export_file(struct http_request *req)
             close(fd);
             snprintf(range, sizeof range, "bytes */%llu", (unsigned long long)size);
             http_add_header(req, "Content-Range", range);
-            struct buf b = BUF_INIT;
-            buf_append_str(&b, "{");
-            json_out_kv_str(&b, true, "status", "error", 5);
-            const char *msg = "the Range header cannot be satisfied: expected bytes=START-END "
-                              "within the file";
-            json_out_kv_str(&b, false, "message", msg, strlen(msg));
-            buf_append_str(&b, "}");
-            http_respond_json(req, 416, &b);
+            http_respond_error_status(req, 416,
+                                      "the Range header cannot be satisfied: expected "
+                                      "bytes=START-END within the file");
             return;
         }
         if (r == 1) {

@@ -37,4 +37,8 @@ struct cache {
  * flooded into one bucket. Pure function; p may be NULL when n is 0. */
 uint64_t cache_siphash(uint64_t k0, uint64_t k1, const void *p, size_t n);
 
+/* The TTL rule of every backend: an entry put at `put` (usec) is still
+ * valid at now while now - put <= ttl (overflow-safe). */
+bool cache_expired(int64_t put, int64_t now, int64_t ttl);
+
 #endif

@@ -37,6 +37,14 @@ size_t cache_count(struct cache *c)
     return c->ops->probe(c, &n, why, sizeof why) ? n : 0;
 }
 
+bool cache_expired(int64_t put, int64_t now, int64_t ttl)
+{
+    int64_t age;
+    if (__builtin_sub_overflow(now, put, &age))
+        return now > put;
+    return age > ttl;
+}
+
 bool cache_probe(struct cache *c, size_t *count, char *why, size_t why_len)
 {
     *count = 0;

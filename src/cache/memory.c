@@ -331,15 +331,6 @@ static uint64_t entry_hash(const struct cache_memory *m, uint64_t ch, const char
     return cache_siphash(m->k0 ^ ch, m->k1, q, n);
 }
 
-/* Put at p, read at now: still valid while now - p <= ttl. */
-static bool expired(int64_t put, int64_t now, int64_t ttl)
-{
-    int64_t age;
-    if (__builtin_sub_overflow(now, put, &age))
-        return now > put;
-    return age > ttl;
-}
-
 static bool mem_get(struct cache *c, const char *conv_id, const char *question, size_t question_len,
                     int64_t now, struct buf *out)
 {
@@ -357,7 +348,7 @@ static bool mem_get(struct cache *c, const char *conv_id, const char *question, 
     pthread_mutex_lock(&sh->lock);
     struct conv *v = conv_find(sh, ch, conv_id);
     struct entry *e = v ? entry_find(sh, v, eh, question, question_len) : NULL;
-    if (e && expired(e->put_time, now, m->ttl)) {
+    if (e && cache_expired(e->put_time, now, m->ttl)) {
         entry_drop(sh, e, &dead_e, &dead_c);
     } else if (e && buf_append(out, e->data + e->qlen, e->alen) == CHATD_OK) {
         lru_unlink(sh, e);

@@ -41,7 +41,7 @@
  * get here is one HGET and writes nothing). 0 disables the cache: no
  * connection is ever made. Redis's own maxmemory (with allkeys-lru) still
  * bounds its memory; if Redis evicts keys, the count is high until the
- * lost entries' expiry times pass. cache_count prunes the expired members
+ * lost entries' expiry times pass. cache_probe prunes the expired members
  * of the sorted set and returns its size: the live entries of every
  * instance, the same on all of them.
  *
@@ -418,15 +418,6 @@ static uint64_t get_be64(const unsigned char *p)
     return v;
 }
 
-/* Put at p, read at now: still valid while now - p <= ttl. */
-static bool expired(int64_t put, int64_t now, int64_t ttl)
-{
-    int64_t age;
-    if (__builtin_sub_overflow(now, put, &age))
-        return now > put;
-    return age > ttl;
-}
-
 /* ---- the backend ---- */
 
 static bool redis_get(struct cache *cache, const char *conv_id, const char *question,
@@ -455,7 +446,7 @@ static bool redis_get(struct cache *cache, const char *conv_id, const char *ques
     if (qlen != question_len || qlen > vlen - VALUE_HEAD ||
         (qlen && memcmp(v + VALUE_HEAD, question, qlen) != 0))
         goto out; /* a digest collision, or not ours: a miss */
-    if (expired(put_time, now, r->ttl)) {
+    if (cache_expired(put_time, now, r->ttl)) {
         size_t mlen;
         char *m = member(field, conv_id, &mlen);
         const char *xargv[] = {"EVAL", expire_script, "2", key, ENTRIES_KEY, field, reply->str, m};

@@ -234,6 +234,16 @@ static void queue(struct http_request *req, int status, struct MHD_Response *r)
     MHD_destroy_response(r);
 }
 
+/* Queues a response with a body of len bytes, labelled content_type. */
+static void queue_body(struct http_request *req, int status, const char *content_type,
+                       struct MHD_Response *r, uint64_t len)
+{
+    if (content_type)
+        MHD_add_response_header(r, "Content-Type", content_type);
+    req->bytes = len;
+    queue(req, status, r);
+}
+
 void http_add_header(struct http_request *req, const char *name, const char *value)
 {
     if (req->nhdr == MAX_HEADERS) {
@@ -250,10 +260,7 @@ void http_respond(struct http_request *req, int status, const char *content_type
 {
     struct MHD_Response *r =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
-    if (content_type)
-        MHD_add_response_header(r, "Content-Type", content_type);
-    req->bytes = len;
-    queue(req, status, r);
+    queue_body(req, status, content_type, r, len);
 }
 
 void http_respond_static(struct http_request *req, int status, const char *content_type,
@@ -261,10 +268,7 @@ void http_respond_static(struct http_request *req, int status, const char *conte
 {
     struct MHD_Response *r =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_PERSISTENT);
-    if (content_type)
-        MHD_add_response_header(r, "Content-Type", content_type);
-    req->bytes = len;
-    queue(req, status, r);
+    queue_body(req, status, content_type, r, len);
 }
 
 bool http_etag_match(const struct http_request *req, const char *etag)
@@ -296,9 +300,7 @@ void http_respond_json(struct http_request *req, int status, struct buf *b)
     size_t len = b->len;
     char *body = buf_take(b);
     struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
-    MHD_add_response_header(r, "Content-Type", "application/json; charset=utf-8");
-    req->bytes = len;
-    queue(req, status, r);
+    queue_body(req, status, "application/json; charset=utf-8", r, len);
 }
 
 void http_respond_file(struct http_request *req, int status, const char *content_type, int fd,
@@ -310,20 +312,22 @@ void http_respond_file(struct http_request *req, int status, const char *content
         http_respond_error(req, CHATD_EINTERNAL, "cannot send the file");
         return;
     }
-    if (content_type)
-        MHD_add_response_header(r, "Content-Type", content_type);
-    req->bytes = len;
-    queue(req, status, r);
+    queue_body(req, status, content_type, r, len);
 }
 
-void http_respond_error(struct http_request *req, enum chatd_err err, const char *message)
+void http_respond_error_status(struct http_request *req, int status, const char *message)
 {
     struct buf b = BUF_INIT;
     buf_append_str(&b, "{");
     json_out_kv_str(&b, true, "status", "error", 5);
     json_out_kv_str(&b, false, "message", message, strlen(message));
     buf_append_str(&b, "}");
-    http_respond_json(req, http_status_for(err), &b);
+    http_respond_json(req, status, &b);
+}
+
+void http_respond_error(struct http_request *req, enum chatd_err err, const char *message)
+{
+    http_respond_error_status(req, http_status_for(err), message);
 }
 
 static void respond_preflight(struct http_request *req)
@@ -385,6 +389,15 @@ void http_resume(struct http_request *req)
 
 /* ---- streams ---- */
 
+/* Resumes the stream's connection if it sleeps. The caller holds s->lock. */
+static void stream_resume_locked(struct http_stream *s)
+{
+    if (s->suspended && s->conn) {
+        s->suspended = false;
+        MHD_resume_connection(s->conn);
+    }
+}
+
 /* Wakes the reader: if it sleeps, queue the connection for the resumer.
  * The caller holds s->lock. */
 static void stream_wake_locked(struct http_stream *s)
@@ -431,10 +444,7 @@ static void *resumer_main(void *arg)
             list = s->rq_next;
             pthread_mutex_lock(&s->lock);
             s->resume_queued = false;
-            if (s->suspended && s->conn) {
-                s->suspended = false;
-                MHD_resume_connection(s->conn);
-            }
+            stream_resume_locked(s);
             pthread_mutex_unlock(&s->lock);
             stream_unref(s);
         }
@@ -1075,15 +1085,15 @@ void http_server_free(struct http_server *srv)
     if (srv->ticker_started)
         pthread_join(srv->ticker, NULL);
     if (srv->daemon) {
-        /* Streams still queued for resuming are resumed below directly. */
+        /* Streams still queued for resuming are resumed below directly.
+         * (The resumer runs only if the daemon started: stopping it here
+         * covers every start failure too.) */
         pthread_mutex_lock(&srv->rq_lock);
         srv->rq_stopping = true;
         pthread_cond_signal(&srv->rq_cond);
         pthread_mutex_unlock(&srv->rq_lock);
-        if (srv->resumer_started) {
+        if (srv->resumer_started)
             pthread_join(srv->resumer, NULL);
-            srv->resumer_started = false;
-        }
         /* MHD must not be stopped with connections still suspended. */
         pthread_mutex_lock(&srv->lock);
         for (struct http_request *req = srv->requests; req; req = req->next) {
@@ -1099,10 +1109,7 @@ void http_server_free(struct http_server *srv)
                     s->ok = false;
                 }
                 s->wake = true;
-                if (s->suspended && s->conn) {
-                    s->suspended = false;
-                    MHD_resume_connection(s->conn);
-                }
+                stream_resume_locked(s);
                 pthread_mutex_unlock(&s->lock);
             }
         }
@@ -1113,13 +1120,6 @@ void http_server_free(struct http_server *srv)
         struct http_stream *s = srv->rq;
         srv->rq = s->rq_next;
         stream_unref(s);
-    }
-    if (srv->resumer_started) { /* start failed after the resumer began */
-        pthread_mutex_lock(&srv->rq_lock);
-        srv->rq_stopping = true;
-        pthread_cond_signal(&srv->rq_cond);
-        pthread_mutex_unlock(&srv->rq_lock);
-        pthread_join(srv->resumer, NULL);
     }
     pthread_cond_destroy(&srv->rq_cond);
     pthread_mutex_destroy(&srv->rq_lock);

@@ -143,6 +143,9 @@ void http_respond_file(struct http_request *req, int status, const char *content
                        uint64_t offset, uint64_t len);
 /* Sends {"status": "error", "message": message} with http_status_for(err). */
 void http_respond_error(struct http_request *req, enum chatd_err err, const char *message);
+/* The same body with a status no chatd error stands for (416 for a Range
+ * outside the file). */
+void http_respond_error_status(struct http_request *req, int status, const char *message);
 /* The HTTP status for a chatd error (the one mapping of the project). */
 int http_status_for(enum chatd_err err);
 

@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "core/json_out.h"
+
 #define MAX_DEPTH  32
 #define MAX_NUMBER 15 /* characters; longer numbers could overflow jansson's types */
 
@@ -60,43 +62,12 @@ static bool hex4(struct scan *s, unsigned *v)
     return true;
 }
 
-/* Length of the valid UTF-8 sequence at p (lead byte >= 0x80), 0 if invalid. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-    unsigned char c = p[0];
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xbf; /* allowed range of the second byte */
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        if (c == 0xe0)
-            lo = 0xa0; /* overlong */
-        else if (c == 0xed)
-            hi = 0x9f; /* surrogates */
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        if (c == 0xf0)
-            lo = 0x90; /* overlong */
-        else if (c == 0xf4)
-            hi = 0x8f; /* > U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (n < len || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-    return len;
-}
-
 static bool string(struct scan *s, struct chunk_text *t)
 {
     if (!eat(s, '"'))
         return false;
     const unsigned char *start = s->p;
-    bool escaped = false;
+    bool escaped = false, ascii = true;
     while (s->p < s->end) {
         unsigned char c = *s->p;
         if (c == '"') {
@@ -104,7 +75,9 @@ static bool string(struct scan *s, struct chunk_text *t)
             t->len = (size_t)(s->p - start);
             t->escaped = escaped;
             s->p++;
-            return true;
+            /* Bytes >= 0x80 are never '"', '\\' or controls, so the body
+             * is valid UTF-8 exactly when the raw bytes are. */
+            return ascii || utf8_valid(t->ptr, t->len);
         }
         if (c < 0x20)
             return false;
@@ -126,14 +99,8 @@ static bool string(struct scan *s, struct chunk_text *t)
             }
             continue;
         }
-        if (c < 0x80) {
-            s->p++;
-            continue;
-        }
-        size_t l = utf8_len(s->p, (size_t)(s->end - s->p));
-        if (!l)
-            return false;
-        s->p += l;
+        ascii = ascii && c < 0x80;
+        s->p++;
     }
     return false;
 }
@@ -173,20 +140,25 @@ static bool literal(struct scan *s, const char *lit, size_t n)
 
 static bool value(struct scan *s);
 
-/* Skips a container whose opening bracket is at s->p. */
-static bool container(struct scan *s, unsigned char close)
+/*
+ * Walks the object (close is '}') or array (close is ']') at s->p, calling
+ * each() with s->p at every value, which each() consumes; key is the
+ * member's name, or NULL in an array.
+ */
+typedef bool (*each_fn)(struct scan *s, const struct chunk_text *key, void *arg);
+
+static bool walk(struct scan *s, unsigned char close, each_fn each, void *arg)
 {
-    if (++s->depth > MAX_DEPTH)
+    if (!eat(s, close == '}' ? '{' : '[') || ++s->depth > MAX_DEPTH)
         return false;
-    s->p++;
     ws(s);
     if (eat(s, close)) {
         s->depth--;
         return true;
     }
     for (;;) {
+        struct chunk_text key;
         if (close == '}') {
-            struct chunk_text key;
             if (!string(s, &key))
                 return false;
             ws(s);
@@ -194,7 +166,7 @@ static bool container(struct scan *s, unsigned char close)
                 return false;
             ws(s);
         }
-        if (!value(s))
+        if (!each(s, close == '}' ? &key : NULL, arg))
             return false;
         ws(s);
         if (eat(s, close))
@@ -207,6 +179,14 @@ static bool container(struct scan *s, unsigned char close)
     return true;
 }
 
+/* A value nobody wants. */
+static bool skip(struct scan *s, const struct chunk_text *key, void *arg)
+{
+    (void)key;
+    (void)arg;
+    return value(s);
+}
+
 static bool value(struct scan *s)
 {
     struct chunk_text t;
@@ -214,9 +194,9 @@ static bool value(struct scan *s)
         return false;
     switch (*s->p) {
     case '{':
-        return container(s, '}');
+        return walk(s, '}', skip, NULL);
     case '[':
-        return container(s, ']');
+        return walk(s, ']', skip, NULL);
     case '"':
         return string(s, &t);
     case 't':
@@ -230,48 +210,13 @@ static bool value(struct scan *s)
     }
 }
 
+/* True if the member is name. The members on the path are matched with
+ * this; a name with escapes could spell a wanted one, so the callers
+ * decline it (skipped objects need no such care). */
 static bool key_is(const struct chunk_text *k, const char *name)
 {
     size_t n = strlen(name);
     return k->len == n && memcmp(k->ptr, name, n) == 0;
-}
-
-/*
- * Walks the members of the object at s->p, calling member() for each with
- * s->p at its value; member() consumes the value. Member names with
- * escapes are declined (they could spell a wanted name).
- */
-typedef bool (*member_fn)(struct scan *s, const struct chunk_text *key, void *arg);
-
-static bool members(struct scan *s, member_fn member, void *arg)
-{
-    if (s->p >= s->end || *s->p != '{' || ++s->depth > MAX_DEPTH)
-        return false;
-    s->p++;
-    ws(s);
-    if (eat(s, '}')) {
-        s->depth--;
-        return true;
-    }
-    for (;;) {
-        struct chunk_text key;
-        if (!string(s, &key) || key.escaped)
-            return false;
-        ws(s);
-        if (!eat(s, ':'))
-            return false;
-        ws(s);
-        if (!member(s, &key, arg))
-            return false;
-        ws(s);
-        if (eat(s, '}'))
-            break;
-        if (!eat(s, ','))
-            return false;
-        ws(s);
-    }
-    s->depth--;
-    return true;
 }
 
 struct delta_state {
@@ -295,6 +240,8 @@ static bool text_or_null(struct scan *s, struct chunk_text *t, bool *seen)
 static bool delta_member(struct scan *s, const struct chunk_text *key, void *arg)
 {
     struct delta_state *d = arg;
+    if (key->escaped)
+        return false;
     if (key_is(key, "content"))
         return text_or_null(s, &d->content, &d->seen_content);
     if (key_is(key, "reasoning_content"))
@@ -307,11 +254,14 @@ static bool delta_member(struct scan *s, const struct chunk_text *key, void *arg
 struct choice_state {
     struct delta_state delta;
     bool seen_delta;
+    bool read; /* choices[0] was read */
 };
 
 static bool choice_member(struct scan *s, const struct chunk_text *key, void *arg)
 {
     struct choice_state *c = arg;
+    if (key->escaped)
+        return false;
     if (!key_is(key, "delta"))
         return value(s);
     if (c->seen_delta)
@@ -319,7 +269,7 @@ static bool choice_member(struct scan *s, const struct chunk_text *key, void *ar
     c->seen_delta = true;
     if (s->p < s->end && *s->p == 'n')
         return literal(s, "null", 4);
-    return members(s, delta_member, &c->delta);
+    return walk(s, '}', delta_member, &c->delta);
 }
 
 struct top_state {
@@ -327,36 +277,29 @@ struct top_state {
     bool seen_choices;
 };
 
+/* choices[0] must be an object, and is read; the others are skipped. */
+static bool choice_element(struct scan *s, const struct chunk_text *key, void *arg)
+{
+    struct choice_state *c = arg;
+    (void)key;
+    if (c->read)
+        return value(s);
+    c->read = true;
+    return walk(s, '}', choice_member, c);
+}
+
 static bool choices(struct scan *s, struct choice_state *c)
 {
     if (s->p < s->end && *s->p == 'n')
         return literal(s, "null", 4);
-    if (!eat(s, '[') || ++s->depth > MAX_DEPTH)
-        return false; /* not an array: jansson reports it */
-    ws(s);
-    if (eat(s, ']')) {
-        s->depth--;
-        return true;
-    }
-    if (!members(s, choice_member, c)) /* choices[0] must be an object */
-        return false;
-    for (;;) {
-        ws(s);
-        if (eat(s, ']'))
-            break;
-        if (!eat(s, ','))
-            return false;
-        ws(s);
-        if (!value(s))
-            return false;
-    }
-    s->depth--;
-    return true;
+    return walk(s, ']', choice_element, c); /* not an array: jansson reports it */
 }
 
 static bool top_member(struct scan *s, const struct chunk_text *key, void *arg)
 {
     struct top_state *t = arg;
+    if (key->escaped)
+        return false;
     if (key_is(key, "error"))
         return false; /* the rare path: jansson extracts the reason */
     if (!key_is(key, "choices"))
@@ -374,7 +317,7 @@ bool chunk_scan(const char *d, size_t n, struct chunk_fields *out)
     memset(&t, 0, sizeof t);
     memset(out, 0, sizeof *out);
     ws(&s);
-    if (!members(&s, top_member, &t))
+    if (!walk(&s, '}', top_member, &t))
         return false;
     ws(&s);
     if (s.p != s.end)

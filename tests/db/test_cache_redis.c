@@ -24,6 +24,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../unit/cache_check.h"
 #include "cache/cache.h"
 #include "core/buf.h"
 #include "core/timefmt.h"
@@ -58,32 +59,6 @@ static struct cache *new_cache_at(unsigned db, size_t max_entries, int64_t ttl, 
 static struct cache *new_cache(unsigned db, size_t max_entries, int64_t ttl)
 {
     return new_cache_at(db, max_entries, ttl, host, port, password);
-}
-
-static bool hit_n(struct cache *c, const char *conv, const char *q, size_t qlen, int64_t now,
-                  const char *want, size_t n)
-{
-    struct buf out = BUF_INIT;
-    bool got = cache_get(c, conv, q, qlen, now, &out);
-    bool same = got && out.len == n && (n == 0 || memcmp(out.ptr, want, n) == 0);
-    buf_release(&out);
-    return same;
-}
-
-#define HIT(c, conv, q, now, a) hit_n((c), (conv), (q), strlen(q), (now), (a), strlen(a))
-
-static bool miss(struct cache *c, const char *conv, const char *q, int64_t now)
-{
-    struct buf out = BUF_INIT;
-    bool got = cache_get(c, conv, q, strlen(q), now, &out);
-    assert_int_equal(out.len, 0);
-    buf_release(&out);
-    return !got;
-}
-
-static void put(struct cache *c, const char *conv, const char *q, const char *a, int64_t now)
-{
-    cache_put(c, conv, q, strlen(q), a, strlen(a), now);
 }
 
 static size_t count(struct cache *c)
@@ -178,8 +153,8 @@ static void test_binary_safe(void **state)
     static const char a2[] = "答案\0two";
     cache_put(c, "conv", q1, sizeof q1 - 1, a1, sizeof a1 - 1, now);
     cache_put(c, "conv", q2, sizeof q2 - 1, a2, sizeof a2 - 1, now);
-    assert_true(hit_n(c, "conv", q1, sizeof q1 - 1, now, a1, sizeof a1 - 1));
-    assert_true(hit_n(c, "conv", q2, sizeof q2 - 1, now, a2, sizeof a2 - 1));
+    assert_true(hit(c, "conv", q1, sizeof q1 - 1, now, a1, sizeof a1 - 1));
+    assert_true(hit(c, "conv", q2, sizeof q2 - 1, now, a2, sizeof a2 - 1));
     assert_true(miss(c, "conv", "你好", now));
     /* a big answer */
     size_t big = 3 * 1024 * 1024;
@@ -188,7 +163,7 @@ static void test_binary_safe(void **state)
     for (size_t i = 0; i < big; i++)
         a[i] = (char)(i * 7);
     cache_put(c, "conv", "big", 3, a, big, now);
-    assert_true(hit_n(c, "conv", "big", 3, now, a, big));
+    assert_true(hit(c, "conv", "big", 3, now, a, big));
     /* an answer past out's cap is a miss and leaves out empty */
     struct buf out;
     buf_init(&out, 1024);

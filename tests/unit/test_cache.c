@@ -18,6 +18,7 @@
 
 #include "cache/backend.h"
 #include "cache/cache.h"
+#include "cache_check.h"
 #include "core/buf.h"
 
 static struct cache *new_cache(size_t max_entries, int64_t ttl)
@@ -25,33 +26,6 @@ static struct cache *new_cache(size_t max_entries, int64_t ttl)
     struct cache_options opt = {.max_entries = max_entries, .ttl = ttl};
     return cache_memory_new(&opt);
 }
-
-/* True on a hit whose answer is exactly (want, n). */
-static bool hit(struct cache *c, const char *conv, const char *q, size_t qlen, int64_t now,
-                const char *want, size_t n)
-{
-    struct buf out = BUF_INIT;
-    bool got = cache_get(c, conv, q, qlen, now, &out);
-    bool same = got && out.len == n && (n == 0 || memcmp(out.ptr, want, n) == 0);
-    buf_release(&out);
-    return same;
-}
-
-static bool miss(struct cache *c, const char *conv, const char *q, int64_t now)
-{
-    struct buf out = BUF_INIT;
-    bool got = cache_get(c, conv, q, strlen(q), now, &out);
-    assert_int_equal(out.len, 0);
-    buf_release(&out);
-    return !got;
-}
-
-static void put(struct cache *c, const char *conv, const char *q, const char *a, int64_t now)
-{
-    cache_put(c, conv, q, strlen(q), a, strlen(a), now);
-}
-
-#define HIT(c, conv, q, now, a) hit((c), (conv), (q), strlen(q), (now), (a), strlen(a))
 
 static void test_siphash_reference_vectors(void **state)
 {
