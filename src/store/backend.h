@@ -7,7 +7,8 @@
  * has exactly the contract of the store.h function of the same name
  * (errors, row callbacks, expiry); only the first argument differs, and
  * store.c answers the trivial calls itself, so a backend never sees them:
- * conversation_get with an id longer than a UUID (CHATD_ENOTFOUND), and
+ * conversation_get and delete_conversation with an id longer than a UUID
+ * (CHATD_ENOTFOUND), and
  * history_tail, messages_after or conversations_after for 0 rows; the
  * last two get *count already set to 0. A backend logs its native errors
  * itself, once, and returns chatd errors.

@@ -1368,8 +1368,7 @@ static enum chatd_err my_delete_conversation(void *be, const char *id, int64_t n
     struct conn *c = NULL;
     enum chatd_err err;
 
-    if (strlen(id) > 36)
-        return CHATD_ENOTFOUND;
+    assert(strlen(id) <= UUID_STR_LEN);
     WITH_RETRY(s, delete_once(s, c, id, now));
     return err;
 }
@@ -1610,8 +1609,6 @@ static enum chatd_err my_sweep_expired(void *be, int64_t now, store_deleted_fn d
     } while (found == SWEEP_BATCH && gone > 0);
     buf_release(&ids);
     buf_release(&done);
-    if (*n)
-        log_info("store: swept %lld expired conversations", (long long)*n);
     return err;
 }
 

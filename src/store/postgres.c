@@ -963,7 +963,7 @@ static enum chatd_err pg_delete_conversation(void *be, const char *id, int64_t n
     size_t idlen = strlen(id);
     enum chatd_err err;
 
-    if (idlen > UUID_STR_LEN || !utf8_valid(id, idlen))
+    if (!utf8_valid(id, idlen))
         return CHATD_ENOTFOUND;
     if ((err = conn_get(s, &c, NULL, 0)))
         return err;
@@ -1111,8 +1111,6 @@ static enum chatd_err pg_sweep_expired(void *be, int64_t now, store_deleted_fn d
             deleted(arg, PQgetvalue(r, i, 0));
         PQclear(r);
     } while (rows == SWEEP_BATCH);
-    if (*n)
-        log_info("store: swept %lld expired conversations", (long long)*n);
     return err;
 }
 

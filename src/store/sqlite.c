@@ -1023,8 +1023,6 @@ static enum chatd_err sq_sweep_expired(void *be, int64_t now, store_deleted_fn d
             deleted(arg, ids.ptr + off);
     } while (found == SWEEP_BATCH);
     buf_release(&ids);
-    if (*n)
-        log_info("store: swept %lld expired conversations", (long long)*n);
     return err;
 }
 

@@ -329,6 +329,8 @@ enum chatd_err store_append_exchange(struct store *st, const struct store_exchan
 enum chatd_err store_delete_conversation(struct store *st, const char *id, int64_t now)
 {
     assert(id);
+    if (strlen(id) > UUID_STR_LEN)
+        return CHATD_ENOTFOUND; /* cannot be one of ours */
     return st->ops->delete_conversation(st->be, id, now);
 }
 

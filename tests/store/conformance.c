@@ -668,6 +668,10 @@ static void test_delete(void **state)
     assert_int_equal(store_delete_conversation(f->st, a, T0 + 10 * SEC), CHATD_ENOTFOUND);
     assert_int_equal(store_delete_conversation(f->st, x, T0), CHATD_ENOTFOUND);
     assert_int_equal(store_delete_conversation(f->st, "no-such-id", T0), CHATD_ENOTFOUND);
+    /* Longer than any id: not found on every backend, before any query. */
+    assert_int_equal(
+        store_delete_conversation(f->st, "0123456789abcdef0123456789abcdef01234567", T0),
+        CHATD_ENOTFOUND);
     assert_int_equal(store_conversation_get(f->st, b, T0 + 10 * SEC, true, &c), CHATD_OK);
     assert_int_equal(c.message_count, 2);
     assert_int_equal(store_count_active(f->st, T0 + 10 * SEC, &n), CHATD_OK);
