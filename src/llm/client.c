@@ -215,6 +215,12 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *ud)
     return 0;
 }
 
+/* Seconds curl may take to connect: the timeout, but at most 10 s. */
+static long connect_limit_s(const struct llm *llm)
+{
+    return llm->timeout < 10 ? (long)llm->timeout : 10;
+}
+
 /* Works out how the call ended, tells its owner, and forgets it. */
 static void finish(struct llm *llm, struct llm_call *call, CURLcode result, enum chatd_err forced,
                    const char *forced_msg)
@@ -234,9 +240,19 @@ static void finish(struct llm *llm, struct llm_call *call, CURLcode result, enum
         err = call->fail;
         buf_append(&msg, call->fail_msg.ptr, call->fail_msg.len);
     } else if (result == CURLE_OPERATION_TIMEDOUT) {
+        /* curl's limits (start_call): connecting, and the whole call - ten
+         * times the timeout for a stream, whose silence check_idle bounds. */
+        curl_off_t connected = 0;
         err = CHATD_ETIMEOUT;
-        buf_appendf(&msg, "the model did not answer in time (limit %lld s%s)",
-                    (long long)llm->timeout, call->stream ? " of silence" : "");
+        if (call->easy)
+            curl_easy_getinfo(call->easy, CURLINFO_CONNECT_TIME_T, &connected);
+        if (!connected)
+            buf_appendf(&msg, "the model did not answer in time (no connection within %ld s)",
+                        connect_limit_s(llm));
+        else
+            buf_appendf(&msg, "the model did not answer in time (limit %lld s%s)",
+                        (long long)llm->timeout * (call->stream ? 10 : 1),
+                        call->stream ? " for a whole stream" : "");
     } else if (result != CURLE_OK) {
         err = CHATD_EUPSTREAM;
         buf_appendf(&msg, "cannot reach the model: %s",
@@ -301,7 +317,7 @@ static void start_call(struct llm *llm, struct llm_call *call)
     call->easy = e;
     call->last_byte = time_mono_usec();
     long timeout_ms = (long)llm->timeout * 1000;
-    long connect_ms = llm->timeout < 10 ? timeout_ms : 10000;
+    long connect_ms = connect_limit_s(llm) * 1000;
     curl_easy_setopt(e, CURLOPT_URL, llm->endpoint);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, call->body);
