@@ -1,6 +1,7 @@
 /* uuid.c - UUIDv4 from getrandom(2) (see uuid.h). */
 #include "core/uuid.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdint.h>
 #include <sys/random.h>
@@ -43,7 +44,8 @@ enum chatd_err uuid_v4(char out[UUID_STR_LEN + 1])
 enum chatd_err random_hex(char *out, size_t nbytes)
 {
     uint8_t r[32];
-    if (nbytes > sizeof r || fill_random(r, nbytes) != CHATD_OK)
+    assert(nbytes <= sizeof r);
+    if (fill_random(r, nbytes) != CHATD_OK)
         return CHATD_EIO;
     for (size_t i = 0; i < nbytes; i++) {
         out[2 * i] = hex[r[i] >> 4];

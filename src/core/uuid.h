@@ -19,8 +19,8 @@
  * randomness to give (never falls back to a weaker source). */
 enum chatd_err uuid_v4(char out[UUID_STR_LEN + 1]);
 /* Writes 2 * nbytes random lowercase hex digits and a NUL into out (which
- * holds 2 * nbytes + 1); nbytes is at most 32. CHATD_EIO if the OS has no
- * randomness to give. */
+ * holds 2 * nbytes + 1); nbytes is at most 32 (asserted). CHATD_EIO if the
+ * OS has no randomness to give. */
 enum chatd_err random_hex(char *out, size_t nbytes);
 /* True if s (n bytes) is a UUID in 8-4-4-4-12 hex form, any case. */
 bool uuid_valid(const char *s, size_t n);
