@@ -573,7 +573,6 @@ class SSE:
                 return None
             except (EOFError, ConnectionResetError):
                 self.ended = True
-                self.truncated = True
                 return None
             self.raw += piece
             self._pending += piece

@@ -18,11 +18,18 @@ import harness
 from harness import (SSE, ChatdCase, Chatd, Mock, check_stream, db_conversation, db_query, loads,
                      run_chatd_to_exit, t, take_content, tokens_answer, wait_for)
 
-FLAGS = ["--host", "--port", "--db", "--llm-url", "--llm-key", "--llm-model", "--llm-timeout", "--history",
+FLAGS = ["--host", "--port", "--db", "--db-password", "--llm-url", "--llm-key", "--llm-model", "--llm-timeout", "--history",
          "--session-ttl", "--sweep-interval", "--cache-size", "--cache-ttl", "--redis", "--export-dir",
          "--export-ttl", "--admin-token", "--max-body", "--max-message", "--cors-origin", "--threads",
          "--log-level"]
 
+
+def exit_status(proc, timeout):
+    """proc's exit status, or a text saying it still runs after timeout s."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return "still running after %ss" % timeout
 
 class ConfigTests(unittest.TestCase):
 
@@ -216,10 +223,7 @@ class RestartTests(unittest.TestCase):
         except OSError:
             pass
         sse.close()
-        try:
-            rc = c.proc.wait(t(12))
-        except subprocess.TimeoutExpired:
-            rc = "still running after %ss" % t(12)
+        rc = exit_status(c.proc, t(12))
         elapsed = time.monotonic() - start
         self.assertEqual(rc, 0, "exit status after SIGTERM with a running stream; stderr tail:\n%s"
                          % c.stderr_text()[-4000:])
@@ -254,10 +258,7 @@ class RestartTests(unittest.TestCase):
         wait_for(lambda: self.mock.stats()["active"] == 1, t(5))
         start = time.monotonic()
         c.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = c.proc.wait(t(12))
-        except subprocess.TimeoutExpired:
-            rc = "still running after %ss" % t(12)
+        rc = exit_status(c.proc, t(12))
         self.assertEqual(rc, 0, "exit status after SIGTERM with a waiting chat; stderr tail:\n%s"
                          % c.stderr_text()[-4000:])
         self.assertLess(time.monotonic() - start, t(12))
