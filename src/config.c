@@ -266,132 +266,9 @@ static bool has_control(const char *s)
     return false;
 }
 
-/* The pieces of scheme://[userinfo@]host[:port][/path], borrowed from the
- * URL text. */
-struct authority {
-    const char *userinfo, *host, *port, *path;
-    size_t userinfo_len, host_len, port_len, path_len;
-    bool has_userinfo, has_port, has_path;
-};
-
-/* Splits rest (the text after "://"). The user-info runs to the last '@'
- * (so an unencoded '@' or '/' in a password still parses). */
-static const char *split_authority(const char *rest, struct authority *a)
-{
-    memset(a, 0, sizeof *a);
-    if (strchr(rest, '?') || strchr(rest, '#'))
-        return "query parameters and fragments are not supported";
-    const char *at = strrchr(rest, '@');
-    const char *hp = rest;
-    if (at) {
-        a->has_userinfo = true;
-        a->userinfo = rest;
-        a->userinfo_len = (size_t)(at - rest);
-        hp = at + 1;
-    }
-    const char *slash = strchr(hp, '/');
-    const char *hp_end = slash ? slash : hp + strlen(hp);
-    if (slash) {
-        a->has_path = true;
-        a->path = slash + 1;
-        a->path_len = strlen(slash + 1);
-    }
-    const char *colon;
-    if (*hp == '[') {
-        const char *rb = memchr(hp, ']', (size_t)(hp_end - hp));
-        if (!rb)
-            return "an IPv6 address lacks its ']'";
-        a->host = hp + 1;
-        a->host_len = (size_t)(rb - hp - 1);
-        if (rb + 1 < hp_end && rb[1] != ':')
-            return "unexpected text after the IPv6 address";
-        colon = rb + 1 < hp_end ? rb + 1 : NULL;
-    } else {
-        colon = memchr(hp, ':', (size_t)(hp_end - hp));
-        a->host = hp;
-        a->host_len = (size_t)((colon ? colon : hp_end) - hp);
-    }
-    if (colon) {
-        a->has_port = true;
-        a->port = colon + 1;
-        a->port_len = (size_t)(hp_end - colon - 1);
-    }
-    return NULL;
-}
-
-static const char *parse_url_port(const struct authority *a, unsigned def, unsigned *port)
-{
-    uint64_t v;
-    *port = def;
-    if (!a->has_port)
-        return NULL;
-    if (!parse_digits(a->port, a->port_len, &v) || v < 1 || v > 65535)
-        return "the port must be a number from 1 to 65535";
-    *port = (unsigned)v;
-    return NULL;
-}
-
 static bool has_prefix(const char *s, const char *prefix)
 {
     return strncasecmp(s, prefix, strlen(prefix)) == 0;
-}
-
-/* Database schemes are matched exactly, as store_open() matches them. */
-static bool has_db_scheme(const char *s, const char *scheme)
-{
-    return strncmp(s, scheme, strlen(scheme)) == 0;
-}
-
-static const char *parse_db(const char *v, struct db_url *u)
-{
-    const char *rest;
-    memset(u, 0, sizeof *u);
-    if (has_db_scheme(v, "sqlite:")) {
-        u->kind = DB_SQLITE;
-        if (!v[7])
-            return "the path is empty (sqlite:PATH)";
-        u->path = xstrdup(v + 7);
-        return NULL;
-    }
-    if (has_db_scheme(v, "postgresql://") || has_db_scheme(v, "postgres://")) {
-        u->kind = DB_POSTGRESQL;
-        u->port = 5432;
-    } else if (has_db_scheme(v, "mysql://")) {
-        u->kind = DB_MYSQL;
-        u->port = 3306;
-    } else {
-        return "expected sqlite:PATH, postgresql://... or mysql://...";
-    }
-    rest = strstr(v, "://") + 3;
-    struct authority a;
-    const char *why = split_authority(rest, &a);
-    if (!why)
-        why = parse_url_port(&a, u->port, &u->port);
-    if (why)
-        return why;
-    if (!a.has_path || a.path_len == 0)
-        return "the database name is missing (.../dbname)";
-    if (memchr(a.path, '/', a.path_len))
-        return "the database name contains '/'";
-    if (a.has_userinfo) {
-        const char *colon = memchr(a.userinfo, ':', a.userinfo_len);
-        size_t ulen = colon ? (size_t)(colon - a.userinfo) : a.userinfo_len;
-        if (ulen) {
-            u->user = url_pct_decode(a.userinfo, ulen);
-            if (!u->user)
-                return "bad percent-encoding in the user name";
-        }
-        if (colon && a.userinfo_len > ulen + 1) {
-            u->password = url_pct_decode(colon + 1, a.userinfo_len - ulen - 1);
-            if (!u->password)
-                return "bad percent-encoding in the password";
-        }
-    }
-    u->host = a.host_len ? xmemdup(a.host, a.host_len) : xstrdup("localhost");
-    u->dbname = url_pct_decode(a.path, a.path_len);
-    if (!u->dbname)
-        return "bad percent-encoding in the database name";
-    return NULL;
 }
 
 static const char *parse_redis(const char *v, struct redis_url *u)
@@ -399,10 +276,10 @@ static const char *parse_redis(const char *v, struct redis_url *u)
     memset(u, 0, sizeof *u);
     if (!has_prefix(v, "redis://"))
         return "expected redis://[:password@]host[:port][/db]";
-    struct authority a;
-    const char *why = split_authority(v + 8, &a);
+    struct url_authority a;
+    const char *why = url_split_authority(v + 8, &a);
     if (!why)
-        why = parse_url_port(&a, 6379, &u->port);
+        why = url_port(&a, 6379, &u->port);
     if (why)
         return why;
     if (a.host_len == 0)
@@ -564,7 +441,7 @@ static enum config_result apply(struct config *cfg, enum setting_id i, const cha
         break;
     case S_DB:
         cfg->db = xstrdup(v);
-        why = parse_db(v, &cfg->db_url);
+        why = db_url_parse(v, &cfg->db_url);
         break;
     case S_LLM_URL:
         why = parse_llm_url(v, &cfg->llm_url);
@@ -753,12 +630,8 @@ void config_release(struct config *cfg)
 {
     free(cfg->host);
     free_secret(cfg->db);
-    free(cfg->db_url.path);
-    free(cfg->db_url.user);
-    free_secret(cfg->db_url.password);
+    db_url_release(&cfg->db_url);
     free_secret(cfg->db_password);
-    free(cfg->db_url.host);
-    free(cfg->db_url.dbname);
     free(cfg->llm_url);
     free_secret(cfg->llm_key);
     free(cfg->llm_model);

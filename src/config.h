@@ -24,21 +24,9 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "core/url.h"
 
 #define CHATD_VERSION "0.1.0"
-
-enum db_kind { DB_SQLITE, DB_POSTGRESQL, DB_MYSQL };
-
-/* A parsed database URL; strings owned by the config. */
-struct db_url {
-    enum db_kind kind;
-    char *path;     /* sqlite: file path (":memory:" allowed) */
-    char *user;     /* postgresql/mysql: may be NULL */
-    char *password; /* may be NULL; never log */
-    char *host;     /* default "localhost" */
-    unsigned port;  /* default 5432 / 3306 */
-    char *dbname;   /* required for postgresql/mysql */
-};
 
 struct redis_url {
     char *host;     /* required */

@@ -229,8 +229,7 @@ struct row {
 };
 
 struct my {
-    char *host, *user, *password, *dbname; /* connection parameters; password never shown */
-    unsigned port;
+    struct db_url url;        /* connection parameters; password never shown */
     char *shown;              /* mysql://user@host:port/db, for messages */
     int64_t ttl;              /* usec of inactivity before expiry */
     size_t content_max;       /* bytes messages.content holds */
@@ -440,7 +439,8 @@ static bool conn_connect(struct conn *c, char *why, size_t why_len)
     mysql_options(c->db, MYSQL_INIT_COMMAND, init);
     mysql_options(c->db, MYSQL_INIT_COMMAND,
                   "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED");
-    if (!mysql_real_connect(c->db, s->host, s->user, s->password, s->dbname, s->port, NULL, 0)) {
+    if (!mysql_real_connect(c->db, s->url.host, s->url.user, s->url.password, s->url.dbname,
+                            s->url.port, NULL, 0)) {
         store_set_why(why, why_len, "cannot connect to %s: %s", s->shown, mysql_error(c->db));
         mysql_close(c->db);
         c->db = NULL;
@@ -800,85 +800,28 @@ static void my_close(void *be)
     /* This thread leaves the client library too if it had a connection. */
     if (s->has_conns && store_conns_fini(&s->conns))
         mysql_thread_end();
-    free(s->host);
-    free(s->user);
-    if (s->password) {
-        explicit_bzero(s->password, strlen(s->password));
-        free(s->password);
-    }
-    free(s->dbname);
+    db_url_release(&s->url);
     free(s->shown);
     if (s->has_library)
         library_release();
     free(s);
 }
 
-/* mysql://[user[:password]@]host[:port]/dbname. The user-info runs to the
- * last '@', so an unencoded '@' in a password still parses. */
+/* mysql://[user[:password]@]host[:port]/dbname, as config.c read it
+ * (db_url_parse); the password from CHATD_DB_PASSWORD if the URL has
+ * none. */
 static const char *parse_url(struct my *s, const char *url, const char *password)
 {
-    static const char scheme[] = "mysql://";
-    if (strncmp(url, scheme, sizeof scheme - 1) != 0)
+    const char *bad = db_url_parse(url, &s->url);
+    if (bad)
+        return bad;
+    if (s->url.kind != DB_MYSQL)
         return "expected mysql://user:password@host:port/dbname";
-    const char *rest = url + sizeof scheme - 1;
-    if (strpbrk(rest, "?#"))
-        return "query parameters and fragments are not supported";
-    const char *at = strrchr(rest, '@');
-    const char *hp = at ? at + 1 : rest;
-    const char *slash = strchr(hp, '/');
-    if (!slash || !slash[1])
-        return "the database name is missing (.../dbname)";
-    if (strchr(slash + 1, '/'))
-        return "the database name contains '/'";
-    if (at) {
-        const char *colon = memchr(rest, ':', (size_t)(at - rest));
-        size_t ulen = colon ? (size_t)(colon - rest) : (size_t)(at - rest);
-        if (ulen && !(s->user = url_pct_decode(rest, ulen)))
-            return "bad percent-encoding in the user name";
-        if (colon && !(s->password = url_pct_decode(colon + 1, (size_t)(at - colon - 1))))
-            return "bad percent-encoding in the password";
-    }
-    if (!s->password && password && *password)
-        s->password = xstrdup(password);
-    const char *host = hp, *host_end = slash, *port = NULL;
-    if (*hp == '[') {
-        const char *rb = memchr(hp, ']', (size_t)(slash - hp));
-        if (!rb)
-            return "an IPv6 address lacks its ']'";
-        host = hp + 1;
-        host_end = rb;
-        if (rb + 1 < slash) {
-            if (rb[1] != ':')
-                return "unexpected text after the IPv6 address";
-            port = rb + 2;
-        }
-    } else {
-        const char *colon = memchr(hp, ':', (size_t)(slash - hp));
-        if (colon) {
-            host_end = colon;
-            port = colon + 1;
-        }
-    }
-    s->port = 3306;
-    if (port) {
-        unsigned v = 0;
-        if (port == slash)
-            return "the port must be a number from 1 to 65535";
-        for (const char *q = port; q < slash; q++) {
-            if (*q < '0' || *q > '9' || v > 65535)
-                return "the port must be a number from 1 to 65535";
-            v = v * 10 + (unsigned)(*q - '0');
-        }
-        if (v < 1 || v > 65535)
-            return "the port must be a number from 1 to 65535";
-        s->port = v;
-    }
-    s->host = host < host_end ? xmemdup(host, (size_t)(host_end - host)) : xstrdup("localhost");
-    if (!(s->dbname = url_pct_decode(slash + 1, strlen(slash + 1))))
-        return "bad percent-encoding in the database name";
+    if (!s->url.password && password && *password)
+        s->url.password = xstrdup(password);
     struct buf b = BUF_INIT;
-    (void)buf_appendf(&b, "mysql://%s%s%s:%u/%s", s->user ? s->user : "", s->user ? "@" : "",
-                      s->host, s->port, s->dbname);
+    (void)buf_appendf(&b, "mysql://%s%s%s:%u/%s", s->url.user ? s->url.user : "",
+                      s->url.user ? "@" : "", s->url.host, s->url.port, s->url.dbname);
     s->shown = buf_take(&b);
     return NULL;
 }
