@@ -83,9 +83,21 @@
     renderSidebar();
   }
 
-  function forgetConv(id) {
+  function dropConv(id) {
     saveConvs(loadConvs().filter(function (c) { return c.id !== id; }));
+  }
+
+  function forgetConv(id) {
+    dropConv(id);
     renderSidebar();
+  }
+
+  /* Forgets id; if it is the open conversation, a new chat takes its place
+   * (which renders the sidebar too). */
+  function leaveConv(id) {
+    dropConv(id);
+    if (state.id === id) newChat();
+    else renderSidebar();
   }
 
   function titleOf(text) {
@@ -141,8 +153,8 @@
       fetch("/api/conversations/" + encodeURIComponent(c.id), { method: "HEAD" })
         .then(function (r) {
           if (r.status === 404) {
-            forgetConv(c.id);
             if (state.id === c.id) expired(c.id);
+            else forgetConv(c.id);
           }
         })
         .catch(function () { /* offline: keep it */ });
@@ -532,10 +544,7 @@
   }
 
   function expired(id) {
-    forgetConv(id);
-    if (state.id === id) {
-      newChat();
-    }
+    leaveConv(id);
     notice("That conversation has expired or was deleted, so it was removed from the list.");
   }
 
@@ -582,16 +591,21 @@
     });
   }
 
-  function confirmDialog(text) {
+  /* Shows a <dialog> modally; resolves with whether it closed with "ok". */
+  function modal(dialog) {
     return new Promise(function (resolve) {
-      el.confirmText.textContent = text;
-      el.confirmDialog.returnValue = "";
-      el.confirmDialog.addEventListener("close", function onClose() {
-        el.confirmDialog.removeEventListener("close", onClose);
-        resolve(el.confirmDialog.returnValue === "ok");
+      dialog.returnValue = "";
+      dialog.addEventListener("close", function onClose() {
+        dialog.removeEventListener("close", onClose);
+        resolve(dialog.returnValue === "ok");
       });
-      el.confirmDialog.showModal();
+      dialog.showModal();
     });
+  }
+
+  function confirmDialog(text) {
+    el.confirmText.textContent = text;
+    return modal(el.confirmDialog);
   }
 
   function deleteCurrent() {
@@ -603,8 +617,7 @@
         if (!ok) return;
         return fetch("/api/conversations/" + encodeURIComponent(id), { method: "DELETE" }).then(function (res) {
           if (res.ok || res.status === 404) {
-            forgetConv(id);
-            if (state.id === id) newChat();
+            leaveConv(id);
             notice(res.ok ? "The conversation was deleted." : "The conversation was already gone.");
           } else {
             return errorMessageOf(res).then(function (m) { notice(describeStatus(res.status, m)); });
@@ -644,18 +657,15 @@
     });
   }
 
+  /* Resolves with the token typed, or null when cancelled or left empty. */
   function askToken(text) {
-    return new Promise(function (resolve) {
-      el.tokenText.textContent = text;
-      el.tokenInput.value = "";
-      el.tokenDialog.returnValue = "";
-      el.tokenDialog.addEventListener("close", function onClose() {
-        el.tokenDialog.removeEventListener("close", onClose);
-        var v = el.tokenInput.value.trim();
-        resolve(el.tokenDialog.returnValue === "ok" && v ? v : null);
-      });
-      el.tokenDialog.showModal();
-      el.tokenInput.focus();
+    el.tokenText.textContent = text;
+    el.tokenInput.value = "";
+    var closed = modal(el.tokenDialog);
+    el.tokenInput.focus();
+    return closed.then(function (ok) {
+      var v = el.tokenInput.value.trim();
+      return ok && v ? v : null;
     });
   }
 
